@@ -1,0 +1,110 @@
+"""Turning errors into responses: the one place that maps codes to HTTP, and documents them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.errors import ERRORS, AnonidError
+
+log = logging.getLogger("anonid.api")
+
+RETRY_AFTER_SECONDS = "2"
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+
+
+def error_bytes(code: str, message: str | None = None) -> bytes:
+    return orjson.dumps({"error": code, "message": message or ERRORS[code][1]})
+
+
+def error_response(
+    code: str,
+    message: str | None = None,
+    headers: dict[str, str] | None = None,
+    clear_cookie: str | None = None,
+) -> Response:
+    response = Response(
+        error_bytes(code, message),
+        status_code=ERRORS[code][0],
+        media_type="application/json",
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+    if clear_cookie:
+        response.headers.append("set-cookie", clear_cookie)
+    return response
+
+
+def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error codes, grouped by status."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(ERRORS[code][0], []).append(code)
+    return {
+        status: {"model": ErrorBody, "description": "Error: " + ", ".join(f"`{c}`" for c in group)}
+        for status, group in sorted(by_status.items())
+    }
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Connection-level failures (server down, restarting, unreachable), not bad statements."""
+    if isinstance(exc, sqlalchemy.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return isinstance(exc, sqlalchemy.exc.InterfaceError | sqlalchemy.exc.OperationalError)
+    if isinstance(exc, sqlalchemy.exc.TimeoutError | sqlalchemy.exc.DisconnectionError):
+        return True
+    return isinstance(exc, OSError | TimeoutError | ConnectionError)
+
+
+def install(app: FastAPI, cookie_name: str, clear_cookie: str) -> None:
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AnonidError)
+        clear = None
+        if exc.code == "invalid_session" and cookie_name in request.cookies:
+            clear = clear_cookie
+        return error_response(exc.code, exc.message, exc.headers, clear)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        return error_response("invalid_request")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        if code is None:
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return error_response(code, headers=dict(exc.headers or {}))
+
+    async def database_error(request: Request, exc: Exception) -> Response:
+        if is_database_outage(exc):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return error_response("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+        if isinstance(exc, sqlalchemy.exc.DataError):
+            # PostgreSQL refused a value the validators let through: the client's input, not a bug.
+            return error_response("invalid_request", "A value in the request cannot be stored.")
+        log.exception("database error")
+        return error_response("internal_error")
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        if is_database_outage(exc):
+            return await database_error(request, exc)
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response("internal_error")
+
+    app.add_exception_handler(AnonidError, domain_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(sqlalchemy.exc.SQLAlchemyError, database_error)
+    app.add_exception_handler(OSError, unexpected)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,142 @@
+"""The ``anonid`` command. Every failure of settings or database is one line on stderr, exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from app.db import (
+    DatabaseError,
+    check_database,
+    create_engine,
+    describe,
+    ensure_reachable,
+    resolve_database_url,
+    upgrade_to_head,
+)
+from app.logs import configure_logging
+from app.settings import Settings, SettingsError, load_settings
+
+cli = typer.Typer(
+    name="anonid",
+    help="anonid: a self-hosted identity store for anonymous and registered accounts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_cli = typer.Typer(help="Signing keys.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+
+T = TypeVar("T")
+
+RESOLVED_URL_ENV = "ANONID_RESOLVED_DATABASE_URL"
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"anonid: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+    configure_logging(settings.log_format)
+    return settings
+
+
+def _database(settings: Settings, *, migrate: bool | None = None) -> str:
+    """The database URL, reachable and at the migration head (migrating if asked to)."""
+    try:
+        url = resolve_database_url(settings)
+    except Exception as exc:
+        fail(f"cannot start the embedded PostgreSQL under {settings.data_dir}: {describe(exc)}")
+    try:
+        asyncio.run(ensure_reachable(url))
+        if settings.should_auto_migrate if migrate is None else migrate:
+            upgrade_to_head(url)
+        asyncio.run(check_database(url))
+    except DatabaseError as exc:
+        fail(str(exc))
+    except Exception as exc:
+        fail(f"migration failed: {describe(exc)}")
+    return url
+
+
+def _run(coro_factory: Callable[[], Any]) -> Any:
+    try:
+        return asyncio.run(coro_factory())
+    except DatabaseError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot reach the database: {describe(exc)}")
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve HTTP (with the embedded PostgreSQL when no database is configured)."""
+    import uvicorn
+
+    settings = _settings()
+    url = _database(settings)
+    where = f"embedded PostgreSQL in {settings.data_dir}" if settings.embedded else "PostgreSQL"
+    typer.echo(f"anonid: serving on http://{host}:{port} ({where})", err=True)
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "proxy_headers": False,
+        "server_header": False,
+    }
+    if workers == 1:
+        from app.main import create_app
+
+        uvicorn.run(create_app(settings, database_url=url), **common)
+    else:
+        os.environ[RESOLVED_URL_ENV] = url
+        uvicorn.run("app.main:worker_app", factory=True, workers=workers, **common)
+
+
+@cli.command()
+def migrate() -> None:
+    """Upgrade the database schema to head (alembic upgrade head)."""
+    settings = _settings()
+    _database(settings, migrate=True)
+    typer.echo("anonid: database is at the migration head", err=True)
+
+
+@keys_cli.command("rotate")
+def keys_rotate() -> None:
+    """Make a new signing key current; older keys stay in JWKS until their tokens expire."""
+    from app.sessions import rotate_signing_key
+
+    settings = _settings()
+    url = _database(settings, migrate=False)
+
+    async def rotate() -> str:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                return await rotate_signing_key(conn)
+        finally:
+            await engine.dispose()
+
+    kid = _run(rotate)
+    typer.echo(kid)
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,1 @@
+"""The domain: functions that take a connection, change state with guarded SQL, and never commit."""

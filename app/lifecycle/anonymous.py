@@ -1,0 +1,143 @@
+"""Anonymous accounts: create, renew (touch), and profile data.
+
+Each function is one statement, so on the autocommit engine it is one round trip and its own
+transaction; inside a larger transaction it simply joins it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.errors import AnonidError
+from app.ids import guest_username, new_id
+from app.lifecycle.events import EVENT_CTE, event_params
+from app.lifecycle.users import USER_COLUMNS
+
+MAX_DEPTH = 32
+
+_CREATE = sa.text(
+    f"""
+WITH u AS (
+    INSERT INTO users (id, username, is_anonymous, data, created_at, updated_at)
+    VALUES (:id, :username, true, '{{}}'::jsonb, now(), now())
+    RETURNING {USER_COLUMNS}
+), {EVENT_CTE}
+SELECT * FROM u
+"""
+)
+
+# Sliding renewal touches at most once a day, so a busy guest does not rewrite its row per request.
+_TOUCH = sa.text(
+    f"""
+UPDATE users SET updated_at = now()
+WHERE id = :id AND session_version = :sv AND updated_at < now() - interval '1 day'
+RETURNING {USER_COLUMNS}
+"""
+)
+
+_PATCH = sa.text(
+    """
+UPDATE users SET data = jsonb_merge_patch(data, CAST(:patch AS jsonb)), updated_at = now()
+WHERE id = :id AND session_version = :sv
+  AND octet_length(jsonb_merge_patch(data, CAST(:patch AS jsonb))::text) <= :max
+RETURNING data
+"""
+)
+
+_PUT = sa.text(
+    """
+UPDATE users SET data = CAST(:data AS jsonb), updated_at = now()
+WHERE id = :id AND session_version = :sv AND octet_length(CAST(:data AS jsonb)::text) <= :max
+RETURNING data
+"""
+)
+
+_SESSION_VERSION = sa.text("SELECT session_version FROM users WHERE id = :id")
+
+
+async def create_anonymous(conn: AsyncConnection, webhook_urls: list[str]) -> Row[Any]:
+    """A new anonymous account and its ``user.anonymous_created`` event, in one statement."""
+    user_id = new_id()
+    params = event_params("user.anonymous_created", user_id, {"id": str(user_id)}, webhook_urls)
+    params.update(id=user_id, username=guest_username())
+    return (await conn.execute(_CREATE, params)).one()
+
+
+async def touch(conn: AsyncConnection, user_id: UUID, session_version: int) -> None:
+    """Mark an anonymous account as recently used (keeps it from the cull)."""
+    await conn.execute(_TOUCH, {"id": user_id, "sv": session_version})
+
+
+def validate_data(doc: Any, *, patch: bool) -> None:
+    """Profile data is a JSON object of bounded depth that PostgreSQL's jsonb can store."""
+    if not isinstance(doc, dict):
+        raise AnonidError("invalid_data", "Profile data must be a JSON object.")
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise AnonidError("invalid_data", f"Profile data may nest at most {MAX_DEPTH} levels.")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    raise AnonidError("invalid_data", "Keys may not contain NUL characters.")
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and "\x00" in value:
+            raise AnonidError("invalid_data", "Strings may not contain NUL characters.")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise AnonidError("invalid_data", "Integers must fit in 64 bits.")
+
+
+async def _data_write(
+    conn: AsyncConnection, stmt: sa.TextClause, params: dict[str, Any]
+) -> dict[str, Any]:
+    row = (await conn.execute(stmt, params)).first()
+    if row is not None:
+        return row.data  # type: ignore[no-any-return]
+    # Rare path: find out whether the session or the size refused the write.
+    sv = await conn.scalar(_SESSION_VERSION, {"id": params["id"]})
+    if sv is None or sv != params["sv"]:
+        raise AnonidError("invalid_session")
+    raise AnonidError(
+        "data_too_large", f"Profile data may be at most {params['max']} bytes once stored."
+    )
+
+
+async def patch_data(
+    conn: AsyncConnection,
+    user_id: UUID,
+    session_version: int,
+    patch: dict[str, Any],
+    max_bytes: int,
+) -> dict[str, Any]:
+    """Apply an RFC 7396 merge patch atomically in the database; concurrent patches never lose keys."""
+    validate_data(patch, patch=True)
+    params = {
+        "id": user_id,
+        "sv": session_version,
+        "max": max_bytes,
+        "patch": orjson.dumps(patch).decode(),
+    }
+    return await _data_write(conn, _PATCH, params)
+
+
+async def replace_data(
+    conn: AsyncConnection, user_id: UUID, session_version: int, data: dict[str, Any], max_bytes: int
+) -> dict[str, Any]:
+    """Replace the whole profile document."""
+    validate_data(data, patch=False)
+    params = {
+        "id": user_id,
+        "sv": session_version,
+        "max": max_bytes,
+        "data": orjson.dumps(data).decode(),
+    }
+    return await _data_write(conn, _PUT, params)

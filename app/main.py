@@ -1,0 +1,101 @@
+"""``create_app(settings)``: wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from app import __version__
+from app.api import errors, ops, public
+from app.db import create_engine, resolve_database_url
+from app.middleware import RequestGuard
+from app.services import Services
+from app.sessions import KEY_CACHE_SECONDS, CookieJar, KeyRing, ensure_signing_key
+from app.settings import Settings, load_settings
+
+log = logging.getLogger("anonid")
+
+
+async def _refresh_keys(keys: KeyRing) -> None:
+    while True:
+        await asyncio.sleep(KEY_CACHE_SECONDS)
+        try:
+            await keys.load()
+        except Exception as exc:  # the database may be down; keep the cached keys
+            log.warning("could not refresh signing keys: %s", type(exc).__name__)
+
+
+def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    cookies = CookieJar(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database_url or resolve_database_url(settings)
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            await ensure_signing_key(conn)
+        keys = KeyRing(settings, engine)
+        await keys.load()
+        services = Services(
+            settings=settings,
+            engine=engine,
+            autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
+            keys=keys,
+            cookies=cookies,
+        )
+        app.state.services = services
+        tasks = [asyncio.create_task(_refresh_keys(keys), name="anonid-keys")]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await engine.dispose()
+
+    app = FastAPI(
+        title="anonid",
+        version=__version__,
+        summary="Anonymous accounts that become registered ones, on your own PostgreSQL.",
+        lifespan=lifespan,
+    )
+    errors.install(app, cookies.name, cookies.clear)
+    app.include_router(public.router)
+    app.include_router(ops.router)
+
+    # Outermost first: CORS answers preflights and decorates every response, the guard refuses
+    # cross-site, wrongly typed or oversized requests before any route runs.
+    app.add_middleware(
+        RequestGuard,
+        cookie_name=settings.cookie_name,
+        allowed_origins=settings.csrf_origins,
+        data_max=settings.data_max_bytes,
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["content-type", "authorization", "x-anonid-token"],
+        max_age=600,
+    )
+    return app
+
+
+def worker_app() -> FastAPI:
+    """Factory for ``serve --workers N``: the parent resolved (and migrated) the database."""
+    import os
+
+    from app.cli import RESOLVED_URL_ENV
+
+    settings = load_settings()
+    from app.logs import configure_logging
+
+    configure_logging(settings.log_format)
+    return create_app(settings, database_url=os.environ.get(RESOLVED_URL_ENV))

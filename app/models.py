@@ -1,0 +1,120 @@
+"""The tables, as SQLAlchemy Core metadata with a constraint naming convention.
+
+The migrations in ``migrations/versions`` are the source of truth for the schema; this module
+mirrors them so queries can be built with Core and so a test can check the two agree.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = sa.TIMESTAMP(timezone=True)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("username", sa.Text, unique=True),
+    sa.Column("email", sa.Text),
+    sa.Column("is_anonymous", sa.Boolean, nullable=False),
+    sa.Column("data", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("password_hash", sa.Text),
+    sa.Column("session_version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("pending_email", sa.Text),
+    sa.Column("pending_until", TS),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("converted_at", TS),
+    sa.CheckConstraint(
+        "NOT is_anonymous OR (email IS NULL AND password_hash IS NULL)",
+        name="anonymous_has_no_credentials",
+    ),
+    sa.CheckConstraint("is_anonymous OR email IS NOT NULL", name="registered_has_email"),
+    sa.CheckConstraint("jsonb_typeof(data) = 'object'", name="data_is_object"),
+)
+sa.Index("uq_users_email_lower", sa.func.lower(users.c.email), unique=True)
+sa.Index(
+    "ix_users_anonymous_updated_at",
+    users.c.updated_at,
+    postgresql_where=users.c.is_anonymous,
+)
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("kid", sa.Text, primary_key=True),
+    sa.Column("private_pem", sa.Text, nullable=False),
+    sa.Column("public_jwk", JSONB, nullable=False),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("retired_at", TS),
+)
+
+link_tokens = sa.Table(
+    "link_tokens",
+    metadata,
+    sa.Column("token_hash", BYTEA, primary_key=True),
+    sa.Column(
+        "user_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("email", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("used_at", TS),
+    sa.CheckConstraint("purpose IN ('setup', 'reset')", name="purpose"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    # No foreign key: events outlive the accounts they describe (user.culled, user.deleted).
+    sa.Column("user_id", UUID(as_uuid=True), index=True),
+    sa.Column("payload", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+)
+sa.Index("ix_events_type_created_at", events.c.type, events.c.created_at)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    # Emails belong to a user and go with it; webhooks (user_id NULL) outlive deletions.
+    sa.Column(
+        "user_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        index=True,
+    ),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("claimed_until", TS),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("sent_at", TS),
+    sa.Column("failed_at", TS),
+    sa.CheckConstraint("kind IN ('email', 'webhook')", name="kind"),
+)
+sa.Index(
+    "ix_outbox_due",
+    outbox.c.next_attempt_at,
+    postgresql_where=sa.text("sent_at IS NULL AND failed_at IS NULL"),
+)

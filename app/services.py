@@ -1,0 +1,21 @@
+"""The long-lived objects of one process, built once at start and shared by every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.sessions import CookieJar, KeyRing
+from app.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine  # transactional: BEGIN … COMMIT around multi-statement requests
+    autocommit: AsyncEngine  # same pool, one statement is one transaction (one round trip)
+    keys: KeyRing
+    cookies: CookieJar
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,239 @@
+"""Sessions: ES256 signing keys kept in the database, JWT issue and verify, the cookie, JWKS.
+
+Keys are loaded once and cached per process; the cache is refreshed every ``KEY_CACHE_SECONDS``
+and at once (at most every few seconds) when a token names a ``kid`` it does not know, so a key
+rotated by another process is honoured within the cache lifetime.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import jwt
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.errors import AnonidError
+from app.settings import Settings
+
+KEY_CACHE_SECONDS = 60
+UNKNOWN_KID_REFRESH_SECONDS = 5
+KEYS_LOCK = 0x616E6F6E_0003
+RENEW_AFTER_SECONDS = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    sub: UUID
+    anon: bool
+    sv: int
+    iat: int
+    exp: int
+    jti: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    kid: str
+    private: ec.EllipticCurvePrivateKey | None
+    public: ec.EllipticCurvePublicKey
+    jwk: dict[str, Any]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def new_key_material() -> tuple[str, str, dict[str, Any]]:
+    """A fresh P-256 key: (kid, private PEM, public JWK). The kid is the RFC 7638 thumbprint."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    jwk: dict[str, Any] = json.loads(ECAlgorithm.to_jwk(private.public_key()))
+    thumb_input = json.dumps(
+        {k: jwk[k] for k in ("crv", "kty", "x", "y")}, separators=(",", ":"), sort_keys=True
+    )
+    kid = _b64(hashlib.sha256(thumb_input.encode()).digest())[:22]
+    jwk.update({"kid": kid, "use": "sig", "alg": "ES256"})
+    return kid, pem, jwk
+
+
+async def ensure_signing_key(conn: AsyncConnection) -> None:
+    """Create the first signing key unless one exists (safe when several processes start at once)."""
+    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": KEYS_LOCK})
+    exists = await conn.scalar(
+        sa.text("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL)")
+    )
+    if not exists:
+        await _insert_key(conn)
+
+
+async def rotate_signing_key(conn: AsyncConnection) -> str:
+    """Make a new key current; older keys are retired but stay published until their tokens expire."""
+    await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": KEYS_LOCK})
+    await conn.execute(
+        sa.text("UPDATE signing_keys SET retired_at = now() WHERE retired_at IS NULL")
+    )
+    return await _insert_key(conn)
+
+
+async def _insert_key(conn: AsyncConnection) -> str:
+    kid, pem, jwk = new_key_material()
+    await conn.execute(
+        sa.text(
+            "INSERT INTO signing_keys (kid, private_pem, public_jwk, created_at) "
+            "VALUES (:kid, :pem, CAST(:jwk AS jsonb), clock_timestamp())"
+        ),
+        {"kid": kid, "pem": pem, "jwk": json.dumps(jwk)},
+    )
+    return kid
+
+
+_LOAD_KEYS = sa.text(
+    "SELECT kid, private_pem, public_jwk, retired_at IS NULL AS active FROM signing_keys "
+    "WHERE retired_at IS NULL OR retired_at > now() - make_interval(days => :keep_days) "
+    "ORDER BY created_at DESC"
+)
+
+
+class KeyRing:
+    """The process's view of the signing keys, and the JWT rules of CONTRACT §4."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._current: _Key | None = None
+        self._keys: dict[str, _Key] = {}
+        self._loaded_at = 0.0
+        self._keep_days = max(settings.anonymous_ttl_days, settings.session_ttl_days) + 1
+        self._anon_ttl = settings.anonymous_ttl_days * 86400
+        self._session_ttl = settings.session_ttl_days * 86400
+
+    async def load(self) -> None:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(_LOAD_KEYS, {"keep_days": self._keep_days})).all()
+        keys: dict[str, _Key] = {}
+        current: _Key | None = None
+        for row in rows:
+            private = serialization.load_pem_private_key(row.private_pem.encode(), password=None)
+            assert isinstance(private, ec.EllipticCurvePrivateKey)
+            key = _Key(
+                row.kid, private if row.active else None, private.public_key(), row.public_jwk
+            )
+            keys[key.kid] = key
+            if current is None and row.active:
+                current = key
+        if current is None:
+            raise RuntimeError("no current signing key; run the service once to create one")
+        self._keys, self._current, self._loaded_at = keys, current, time.monotonic()
+
+    async def refresh_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at > KEY_CACHE_SECONDS:
+            await self.load()
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [k.jwk for k in self._keys.values()]}
+
+    def ttl(self, anonymous: bool) -> int:
+        return self._anon_ttl if anonymous else self._session_ttl
+
+    def issue(self, user_id: UUID, anonymous: bool, session_version: int) -> IssuedToken:
+        assert self._current is not None and self._current.private is not None
+        now = int(time.time())
+        ttl = self.ttl(anonymous)
+        payload = {
+            "iss": self.settings.jwt_issuer,
+            "aud": self.settings.audience,
+            "sub": str(user_id),
+            "iat": now,
+            "exp": now + ttl,
+            "jti": secrets.token_urlsafe(16),
+            "anon": anonymous,
+            "sv": session_version,
+        }
+        token = jwt.encode(
+            payload,
+            self._current.private,
+            algorithm="ES256",
+            headers={"kid": self._current.kid, "typ": "JWT"},
+        )
+        return IssuedToken(token, ttl)
+
+    async def verify(self, token: str) -> Claims:
+        """Signature, algorithm, issuer, audience and expiry; the database checks come after."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AnonidError("invalid_session") from None
+        kid = header.get("kid")
+        if header.get("alg") != "ES256" or not isinstance(kid, str) or len(kid) > 64:
+            raise AnonidError("invalid_session")
+        key = self._keys.get(kid)
+        if key is None and time.monotonic() - self._loaded_at > UNKNOWN_KID_REFRESH_SECONDS:
+            await self.load()  # maybe another process rotated the keys
+            key = self._keys.get(kid)
+        if key is None:
+            raise AnonidError("invalid_session")
+        try:
+            payload = jwt.decode(
+                token,
+                key.public,
+                algorithms=["ES256"],
+                audience=self.settings.audience,
+                issuer=self.settings.jwt_issuer,
+                options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+            )
+            claims = Claims(
+                sub=UUID(payload["sub"]),
+                anon=payload["anon"],
+                sv=payload["sv"],
+                iat=payload["iat"],
+                exp=payload["exp"],
+                jti=payload["jti"],
+            )
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError, AttributeError):
+            raise AnonidError("invalid_session") from None
+        if type(claims.anon) is not bool or type(claims.sv) is not int:
+            raise AnonidError("invalid_session")
+        return claims
+
+
+def needs_renewal(claims: Claims) -> bool:
+    """Anonymous sessions slide: a token older than a day is replaced (at most daily)."""
+    return claims.anon and time.time() - claims.iat > RENEW_AFTER_SECONDS
+
+
+class CookieJar:
+    """Set-Cookie values for the session cookie, built once from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.name = settings.cookie_name
+        attrs = "; Path=/; HttpOnly; SameSite=Lax"
+        if settings.cookie_secure:
+            attrs += "; Secure"
+        if settings.cookie_domain:
+            attrs += f"; Domain={settings.cookie_domain}"
+        self._attrs = attrs
+        self.clear = f'{self.name}=""; Max-Age=0{attrs}'
+
+    def set(self, issued: IssuedToken) -> str:
+        return f"{self.name}={issued.token}; Max-Age={issued.expires_in}{self._attrs}"
