@@ -1,0 +1,140 @@
+"""Shared fixtures: a fresh PostgreSQL database migrated by Alembic, and the app over real HTTP.
+
+The database is the service at ``ANONID_TEST_DATABASE_URL`` when set (a new database is created
+on it for this run and dropped afterwards), otherwise an embedded PostgreSQL started for the run.
+Tests never share data with another run, and never depend on an empty table: each makes its own
+accounts and asserts on those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import create_engine, start_embedded, upgrade_to_head
+from app.main import create_app
+from app.settings import Settings
+
+BASE_URL = "https://anonid.test"
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PostgreSQL server: the CI service if named, else an embedded one for this run."""
+    external = os.environ.get("ANONID_TEST_DATABASE_URL")
+    if external:
+        return _plain(external)
+    return _plain(start_embedded(tmp_path_factory.mktemp("embedded-pg")))
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A new database on that server, migrated to head by Alembic, dropped at the end."""
+    name = "anonid_test_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = _with_database(server_url, name)
+    await asyncio.to_thread(upgrade_to_head, url)
+    yield url
+    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    # asyncpg takes a unix socket directory as ?host=…, the same as libpq.
+    return _plain(url)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Settings for a test: nothing from the environment or a .env file leaks in."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "public_url": "https://anonid.test",
+        "run_worker": False,
+        "cull_interval_minutes": 0,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings, database_url=settings.database_url)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_for(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE_URL, timeout=30, **kwargs
+    )
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    async with running_app(make_settings(database_url)) as application:
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as c:
+        yield c
+
+
+AppFactory = Callable[..., Awaitable[tuple[FastAPI, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+async def app_with(database_url: str) -> AsyncIterator[AppFactory]:
+    """Start an extra app on the same database with other settings: ``await app_with(**overrides)``."""
+    stack: list[Any] = []
+
+    async def start(**overrides: Any) -> tuple[FastAPI, httpx.AsyncClient]:
+        manager = running_app(make_settings(database_url, **overrides))
+        application = await manager.__aenter__()
+        stack.append(manager)
+        c = client_for(application)
+        stack.append(c)
+        return application, c
+
+    yield start
+    for item in reversed(stack):
+        await item.__aexit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """Direct database access for assertions (the test's own connection, not the app's)."""
+    e = create_engine(database_url, pool_size=5)
+    yield e
+    await e.dispose()
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Path:
+    return Path(tempfile.mkdtemp(prefix="anonid-tests-"))
