@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -78,6 +79,10 @@ def _run(coro_factory: Callable[[], Any]) -> Any:
         fail(f"cannot reach the database: {describe(exc)}")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -89,6 +94,9 @@ def serve(
 
     settings = _settings()
     url = _database(settings)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit here lets
+    # finally blocks and atexit run, which is what stops the embedded PostgreSQL cleanly.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     where = f"embedded PostgreSQL in {settings.data_dir}" if settings.embedded else "PostgreSQL"
     typer.echo(f"anonid: serving on http://{host}:{port} ({where})", err=True)
     common: dict[str, Any] = {

@@ -1,0 +1,213 @@
+"""CSRF, media types and malformed input: refused with a clear 4xx, never a 5xx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import AppFactory
+
+FOREIGN = "https://evil.example"
+
+
+async def _cookie_guest(client: httpx.AsyncClient) -> None:
+    assert (await client.post("/v1/anonymous")).status_code in (200, 201)
+    assert client.cookies.get("anonid_session")
+
+
+async def test_cookie_request_from_a_foreign_origin_is_rejected(client: httpx.AsyncClient) -> None:
+    await _cookie_guest(client)
+    r = await client.patch("/v1/me/data", json={"a": 1}, headers={"Origin": FOREIGN})
+    assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+    r = await client.post("/v1/logout", headers={"Referer": FOREIGN + "/page"})
+    assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+    assert (await client.get("/v1/me")).json()["data"] == {}
+
+
+async def test_cookie_request_marked_cross_site_is_rejected(client: httpx.AsyncClient) -> None:
+    await _cookie_guest(client)
+    r = await client.patch("/v1/me/data", json={"a": 1}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+
+
+async def test_cookie_request_from_an_allowed_origin_passes(client: httpx.AsyncClient) -> None:
+    await _cookie_guest(client)
+    r = await client.patch(
+        "/v1/me/data",
+        json={"a": 1},
+        headers={"Origin": "https://anonid.test", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert r.status_code == 200
+
+
+async def test_configured_origins_are_allowed_and_get_cors_with_credentials(
+    app_with: AppFactory,
+) -> None:
+    _, c = await app_with(allowed_origins="https://shop.example, https://app.example")
+    origin = {"Origin": "https://shop.example"}
+    r = await c.post("/v1/anonymous", headers=origin)
+    assert r.status_code == 201
+    assert r.headers["access-control-allow-origin"] == "https://shop.example"
+    assert r.headers["access-control-allow-credentials"] == "true"
+    r = await c.patch(
+        "/v1/me/data", json={"a": 1}, headers={**origin, "Sec-Fetch-Site": "same-site"}
+    )
+    assert r.status_code == 200
+    pre = await c.options(
+        "/v1/me/data",
+        headers={
+            **origin,
+            "Access-Control-Request-Method": "PATCH",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert pre.status_code == 200
+    r = await c.patch("/v1/me/data", json={"a": 2}, headers={"Origin": FOREIGN})
+    assert r.status_code == 403
+
+
+async def test_bearer_requests_are_not_subject_to_csrf(client: httpx.AsyncClient) -> None:
+    token = (await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})).json()[
+        "access_token"
+    ]
+    r = await client.patch(
+        "/v1/me/data",
+        json={"a": 1},
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Origin": FOREIGN,
+            "Sec-Fetch-Site": "cross-site",
+        },
+    )
+    assert r.status_code == 200
+
+
+async def test_login_from_a_foreign_origin_is_rejected_even_without_cookie(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.post(
+        "/v1/login",
+        json={"email": "a@b.example", "password": "x" * 12},
+        headers={"Origin": FOREIGN},
+    )
+    assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", ""]
+)
+async def test_unsafe_v1_request_with_non_json_body_is_415(
+    client: httpx.AsyncClient, content_type: str
+) -> None:
+    token = (await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})).json()[
+        "access_token"
+    ]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
+    r = await client.put("/v1/me/data", content=b'{"a": 1}', headers=headers)
+    assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"
+
+
+async def test_merge_patch_type_is_only_for_the_data_patch(client: httpx.AsyncClient) -> None:
+    token = (await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})).json()[
+        "access_token"
+    ]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"}
+    assert (await client.put("/v1/me/data", content=b"{}", headers=headers)).status_code == 415
+    assert (await client.patch("/v1/me/data", content=b"{}", headers=headers)).status_code == 200
+
+
+BAD_BODIES = [
+    b"{",
+    b"not json",
+    b'{"a": 1,}',
+    b"\xff\xfe\xfd",
+    b'{"a": "\xc3\x28"}',
+    b'{"a": "\\ud800"}',
+    b"[" * 5000 + b"]" * 5000,
+    b'{"a": NaN}',
+    b"1e999999",
+    b"\x00",
+]
+
+
+async def test_json_syntax_errors_are_invalid_json(client: httpx.AsyncClient) -> None:
+    token = (await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})).json()[
+        "access_token"
+    ]
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for body in (b"{", b"\xff", b'{"a": "\\ud800"}', b'{"a": NaN}'):
+        r = await client.patch("/v1/me/data", content=body, headers=auth)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_json", body
+
+
+async def test_oversized_integers_never_give_a_5xx(client: httpx.AsyncClient) -> None:
+    token = (await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})).json()[
+        "access_token"
+    ]
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    r = await client.patch(
+        "/v1/me/data", content=b'{"a": 123456789012345678901234567890}', headers=auth
+    )
+    assert r.status_code in (200, 422)
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+async def test_malformed_bodies_never_give_a_5xx(client: httpx.AsyncClient, body: bytes) -> None:
+    token = (await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})).json()[
+        "access_token"
+    ]
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for method in ("PATCH", "PUT"):
+        r = await client.request(method, "/v1/me/data", content=body, headers=auth)
+        assert r.status_code < 500, (method, body[:20], r.status_code, r.text)
+        if r.status_code >= 400:
+            assert r.json()["error"] in ("invalid_json", "invalid_data")
+    r = await client.post(
+        "/v1/anonymous", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code < 500
+
+
+async def test_wrong_methods_and_paths_are_json_errors(client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = await client.delete("/v1/anonymous")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+async def test_chunked_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    token = (await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})).json()[
+        "access_token"
+    ]
+
+    async def chunks():
+        yield b'{"a": "'
+        for _ in range(300):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    r = await client.put(
+        "/v1/me/data",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+
+
+async def test_openapi_describes_every_endpoint(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    for path, method in [
+        ("/v1/anonymous", "post"),
+        ("/v1/me", "get"),
+        ("/v1/me/data", "patch"),
+        ("/v1/me/data", "put"),
+        ("/v1/logout", "post"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/.well-known/jwks.json", "get"),
+    ]:
+        assert method in paths[path], (path, method)
+    patch = paths["/v1/me/data"]["patch"]
+    assert "application/merge-patch+json" in patch["requestBody"]["content"]
+    assert {"401", "413", "415", "422"} <= set(patch["responses"])
