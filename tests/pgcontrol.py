@@ -23,7 +23,9 @@ class PrivatePostgres:
         return str(self.server.get_uri())
 
     def stop(self) -> None:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+        pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user
+        )
 
     def start(self) -> None:
         with self.server._lock:
