@@ -1,0 +1,102 @@
+"""The storefront's web app: server-rendered pages, favourites stored in anonid by the browser.
+
+The browser talks to anonid directly (``credentials: "include"``) to create the guest account,
+patch the favourites and start the sign-up; this backend only reads the session cookie, which
+the browser sends here too because anonid and the storefront share a host (cookies are per host,
+not per port).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from storefront.auth import SessionVerifier, Visitor
+from storefront.catalog import PRODUCTS
+
+HERE = Path(__file__).parent
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Where anonid is, as the browser sees it and as this backend sees it."""
+
+    anonid_url: str = "http://localhost:8000"
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str = "anonid"
+    cookie_name: str = "anonid_session"
+    inbox_url: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Config:
+        env = os.environ
+        return cls(
+            anonid_url=env.get("STOREFRONT_ANONID_URL", "http://localhost:8000").rstrip("/"),
+            jwks_url=env.get("STOREFRONT_JWKS_URL") or None,
+            issuer=env.get("STOREFRONT_ISSUER") or None,
+            audience=env.get("STOREFRONT_AUDIENCE", "anonid"),
+            cookie_name=env.get("STOREFRONT_COOKIE_NAME", "anonid_session"),
+            inbox_url=env.get("STOREFRONT_INBOX_URL") or None,
+        )
+
+
+def create_app(config: Config | None = None) -> FastAPI:
+    config = config or Config.from_env()
+    verifier = SessionVerifier(
+        config.jwks_url or f"{config.anonid_url}/.well-known/jwks.json",
+        issuer=config.issuer or config.anonid_url,
+        audience=config.audience,
+    )
+    templates = Jinja2Templates(directory=HERE / "templates")
+    app = FastAPI(title="anonid demo storefront", docs_url=None, redoc_url=None)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    async def visitor(request: Request) -> Visitor | None:
+        # PyJWKClient fetches with urllib (blocking) when its cache is cold: keep it off the loop.
+        return await run_in_threadpool(verifier.verify, request.cookies.get(config.cookie_name))
+
+    def page(request: Request, name: str, who: Visitor | None, **context: object) -> HTMLResponse:
+        response = templates.TemplateResponse(
+            request,
+            name,
+            {
+                "anonid_url": config.anonid_url,
+                "inbox_url": config.inbox_url,
+                "visitor": who,
+                "session": "none" if who is None else "guest" if who.anonymous else "registered",
+                "products": PRODUCTS,
+                **context,
+            },
+        )
+        # The page shows who is signed in: never let a cache hand it to someone else.
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.get("/", response_class=HTMLResponse)
+    async def products(request: Request) -> HTMLResponse:
+        return page(request, "products.html", await visitor(request), active="products")
+
+    @app.get("/favourites", response_class=HTMLResponse)
+    async def favourites(request: Request) -> HTMLResponse:
+        return page(request, "favourites.html", await visitor(request), active="favourites")
+
+    @app.get("/api/session")
+    async def session(request: Request) -> JSONResponse:
+        """What this backend concluded from the cookie, without asking anonid."""
+        who = await visitor(request)
+        body = None if who is None else {"user_id": who.user_id, "anonymous": who.anonymous}
+        return JSONResponse({"visitor": body}, headers={"Cache-Control": "no-store"})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

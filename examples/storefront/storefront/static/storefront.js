@@ -1,0 +1,99 @@
+// The browser talks to anonid directly; the anonid cookie is HttpOnly, so this script never sees
+// the token: `credentials: "include"` lets the browser attach it and store the one anonid sets.
+"use strict";
+const anonid = document.body.dataset.anonid;
+let session = document.body.dataset.session; // "none" | "guest" | "registered"
+
+async function call(method, path, body, type = "application/json") {
+  const init = { method, credentials: "include", headers: {} };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = type;
+    init.body = JSON.stringify(body);
+  }
+  const response = await fetch(anonid + path, init);
+  const payload = response.status === 204 ? null : await response.json();
+  if (!response.ok) throw new Error((payload && payload.message) || response.statusText);
+  return payload;
+}
+
+function show(favourites) {
+  const ids = Object.keys(favourites || {});
+  for (const button of document.querySelectorAll("button.fav")) {
+    const on = ids.includes(button.dataset.product);
+    button.setAttribute("aria-pressed", String(on));
+    button.textContent = on ? "♥" : "♡";
+  }
+  const list = document.getElementById("favourites");
+  if (list) {
+    for (const card of list.querySelectorAll(".card")) card.hidden = !ids.includes(card.dataset.product);
+    document.getElementById("favourites-empty").hidden = ids.length > 0;
+  }
+  document.getElementById("fav-count").textContent = ids.length ? String(ids.length) : "";
+}
+
+function showUser(user) {
+  const email = document.getElementById("who-email");
+  if (email && user.email) email.textContent = " as " + user.email;
+  if (user.state === "pending") signupStatus(`Check ${user.pending_email} for a link to choose your password.`);
+}
+
+function signupStatus(text) {
+  const status = document.getElementById("signup-status");
+  if (!status) return;
+  status.textContent = text;
+  status.hidden = false;
+}
+
+async function toggle(button) {
+  const on = button.getAttribute("aria-pressed") !== "true";
+  button.disabled = true;
+  try {
+    if (session === "none") {
+      // The first favourite is the first thing worth remembering: start a guest account.
+      await call("POST", "/v1/anonymous");
+      session = "guest";
+    }
+    // A JSON Merge Patch touching one key: concurrent tabs cannot undo each other's favourites.
+    const { data } = await call(
+      "PATCH", "/v1/me/data", { favourites: { [button.dataset.product]: on ? true : null } },
+      "application/merge-patch+json");
+    show(data.favourites);
+  } catch (err) {
+    signupStatus("Could not save that favourite: " + err.message);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button.fav");
+  if (button) toggle(button);
+});
+
+document.getElementById("logout")?.addEventListener("click", async () => {
+  await call("POST", "/v1/logout");
+  window.location.reload();
+});
+
+document.getElementById("signup-form")?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const email = document.getElementById("signup-email").value;
+  try {
+    if (session === "none") {
+      await call("POST", "/v1/anonymous");
+      session = "guest";
+    }
+    const result = await call("POST", "/v1/me/conversion", { email });
+    signupStatus(`Check ${result.pending_email} for a link to choose your password.`);
+  } catch (err) {
+    signupStatus(err.message);
+  }
+});
+
+if (session !== "none") {
+  call("GET", "/v1/me")
+    .then((user) => { showUser(user); show(user.data.favourites); })
+    .catch((err) => signupStatus("Could not load your favourites: " + err.message));
+} else {
+  show({});
+}

@@ -1,0 +1,172 @@
+"""The demo storefront verifies anonid's session cookie offline, against anonid's own JWKS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy.ext.asyncio import AsyncEngine
+from storefront.app import Config, create_app
+
+from app.sessions import new_key_material
+from tests.processes import free_port
+from tests.storefront_support import JwksServer
+from tests.tokens import claims_for, current_key, sign
+
+ISSUER = "https://anonid.test"
+
+
+@pytest.fixture
+def jwks() -> Iterator[JwksServer]:
+    with JwksServer(free_port(18400, 18450)) as server:
+        yield server
+
+
+@pytest.fixture
+async def shop(jwks: JwksServer, client: httpx.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
+    """The storefront over ASGI; its JWKS server publishes exactly what anonid publishes."""
+    jwks.keys = (await client.get("/.well-known/jwks.json")).json()["keys"]
+    app = create_app(Config(anonid_url=ISSUER, jwks_url=jwks.url))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://shop.test"
+    ) as c:
+        yield c
+
+
+async def _guest_token(client: httpx.AsyncClient) -> tuple[str, str]:
+    r = await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+    assert r.status_code == 201
+    return r.json()["user"]["id"], r.json()["access_token"]
+
+
+async def _visitor(shop: httpx.AsyncClient, token: str) -> Any:
+    r = await shop.get("/api/session", headers={"Cookie": f"anonid_session={token}"})
+    assert r.status_code == 200
+    return r.json()["visitor"]
+
+
+async def test_storefront_recognises_a_guest_from_the_cookie_anonid_set(
+    shop: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    user_id, token = await _guest_token(client)
+    assert await _visitor(shop, token) == {"user_id": user_id, "anonymous": True}
+    page = await shop.get("/", headers={"Cookie": f"anonid_session={token}"})
+    assert page.status_code == 200
+    assert 'data-session="guest"' in page.text
+    assert '<span id="who-label">Guest</span>' in page.text
+    assert 'id="signup-form"' in page.text
+    assert page.headers["cache-control"] == "no-store"
+
+
+async def test_storefront_shows_signed_in_state_without_sign_up_box_for_a_registered_session(
+    shop: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    token = await sign(engine, claims_for("01900000-0000-7000-8000-000000000001", anon=False))
+    page = await shop.get("/favourites", headers={"Cookie": f"anonid_session={token}"})
+    assert 'data-session="registered"' in page.text
+    assert '<span id="who-label">Signed in</span>' in page.text
+    assert 'id="signup-form"' not in page.text
+
+
+async def test_storefront_without_a_cookie_offers_login_and_fetches_no_keys(
+    shop: httpx.AsyncClient, jwks: JwksServer
+) -> None:
+    page = await shop.get("/")
+    assert 'data-session="none"' in page.text
+    assert f'href="{ISSUER}/account/login"' in page.text
+    assert jwks.fetches == 0
+
+
+async def test_storefront_verifies_every_request_offline_with_one_jwks_fetch(
+    shop: httpx.AsyncClient, client: httpx.AsyncClient, jwks: JwksServer
+) -> None:
+    _, token = await _guest_token(client)
+    for _ in range(10):
+        assert (await _visitor(shop, token))["anonymous"] is True
+    assert jwks.fetches == 1
+
+
+def _foreign_key() -> Any:
+    _, pem, _ = new_key_material()
+    return serialization.load_pem_private_key(pem.encode(), password=None)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["wrong_audience", "wrong_issuer", "expired", "foreign_key_same_kid", "no_sub", "alg_none"],
+)
+async def test_storefront_refuses_a_token_that_fails_any_check(
+    shop: httpx.AsyncClient, engine: AsyncEngine, case: str
+) -> None:
+    user = "01900000-0000-7000-8000-000000000002"
+    if case == "wrong_audience":
+        token = await sign(engine, claims_for(user, aud="someone-else"))
+    elif case == "wrong_issuer":
+        token = await sign(engine, claims_for(user, iss="https://evil.test"))
+    elif case == "expired":
+        past = int(time.time()) - 3600
+        token = await sign(engine, claims_for(user, iat=past - 60, exp=past))
+    elif case == "foreign_key_same_kid":
+        kid, _ = await current_key(engine)
+        token = jwt.encode(
+            claims_for(user), _foreign_key(), algorithm="ES256", headers={"kid": kid}
+        )
+    elif case == "no_sub":
+        claims = claims_for(user)
+        del claims["sub"]
+        token = await sign(engine, claims)
+    else:
+        kid, _ = await current_key(engine)
+        token = jwt.encode(claims_for(user), None, algorithm="none", headers={"kid": kid})
+    assert await _visitor(shop, token) is None
+    page = await shop.get("/", headers={"Cookie": f"anonid_session={token}"})
+    assert 'data-session="none"' in page.text
+
+
+async def test_storefront_refuses_garbage_cookies_without_error(shop: httpx.AsyncClient) -> None:
+    for junk in ["x", "a.b.c", "eyJhbGciOiJFUzI1NiJ9.e30.", "%FF%FE"]:
+        assert await _visitor(shop, junk) is None
+
+
+async def test_storefront_picks_up_a_rotated_key_but_not_made_up_kids(
+    shop: httpx.AsyncClient, client: httpx.AsyncClient, jwks: JwksServer
+) -> None:
+    _, token = await _guest_token(client)
+    assert await _visitor(shop, token) is not None
+    assert jwks.fetches == 1
+
+    kid, pem, public_jwk = new_key_material()
+    jwks.keys = [public_jwk, *jwks.keys]
+    private = serialization.load_pem_private_key(pem.encode(), password=None)
+    user = "01900000-0000-7000-8000-000000000003"
+    rotated = jwt.encode(claims_for(user), private, algorithm="ES256", headers={"kid": kid})
+    assert await _visitor(shop, rotated) == {"user_id": user, "anonymous": True}
+    assert jwks.fetches == 2
+
+    # Tokens naming kids nobody published must not turn into a fetch each.
+    for n in range(5):
+        made_up = jwt.encode(
+            claims_for(user), private, algorithm="ES256", headers={"kid": f"nope{n}"}
+        )
+        assert await _visitor(shop, made_up) is None
+    assert jwks.fetches == 2
+
+
+async def test_storefront_treats_an_unreachable_jwks_as_signed_out(
+    client: httpx.AsyncClient,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port(18450, 18499)}/.well-known/jwks.json"
+    app = create_app(Config(anonid_url=ISSUER, jwks_url=closed))
+    _, token = await _guest_token(client)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://shop.test"
+    ) as shop:
+        assert await _visitor(shop, token) is None
+        page = await shop.get("/", headers={"Cookie": f"anonid_session={token}"})
+        assert page.status_code == 200
+        assert 'data-session="none"' in page.text
