@@ -143,6 +143,25 @@ def keys_rotate() -> None:
     typer.echo(kid)
 
 
+@cli.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for anonid.")] = 8000,
+    storefront_port: Annotated[int, typer.Option(help="Port for the demo storefront.")] = 8001,
+) -> None:
+    """Run anonid (embedded PostgreSQL, local mail catcher) and the demo storefront together."""
+    from app import demo as demo_
+
+    if not demo_.storefront_available():
+        fail(f"the demo storefront is not in {demo_.STOREFRONT_DIR}; run this from a clone")
+    os.environ.update(demo_.demo_settings(port, storefront_port))
+    storefront = demo_.start_storefront(port, storefront_port)
+    try:
+        demo_.announce_when_ready(port, storefront_port, lambda text: typer.echo(text, err=True))
+        serve(host=demo_.HOST, port=port, workers=1)
+    finally:
+        demo_.stop(storefront)
+
+
 def main() -> None:
     try:
         cli()
