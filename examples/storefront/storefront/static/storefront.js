@@ -44,15 +44,18 @@ function signupStatus(text) {
   status.hidden = false;
 }
 
+async function startGuest() {
+  await call("POST", "/v1/anonymous");
+  session = "guest";
+  document.getElementById("who-label").textContent = "Guest";
+}
+
 async function toggle(button) {
   const on = button.getAttribute("aria-pressed") !== "true";
   button.disabled = true;
   try {
-    if (session === "none") {
-      // The first favourite is the first thing worth remembering: start a guest account.
-      await call("POST", "/v1/anonymous");
-      session = "guest";
-    }
+    // The first favourite is the first thing worth remembering: start a guest account.
+    if (session === "none") await startGuest();
     // A JSON Merge Patch touching one key: concurrent tabs cannot undo each other's favourites.
     const { data } = await call(
       "PATCH", "/v1/me/data", { favourites: { [button.dataset.product]: on ? true : null } },
@@ -79,10 +82,7 @@ document.getElementById("signup-form")?.addEventListener("submit", async (event)
   event.preventDefault();
   const email = document.getElementById("signup-email").value;
   try {
-    if (session === "none") {
-      await call("POST", "/v1/anonymous");
-      session = "guest";
-    }
+    if (session === "none") await startGuest();
     const result = await call("POST", "/v1/me/conversion", { email });
     signupStatus(`Check ${result.pending_email} for a link to choose your password.`);
   } catch (err) {
@@ -90,10 +90,16 @@ document.getElementById("signup-form")?.addEventListener("submit", async (event)
   }
 });
 
-if (session !== "none") {
-  call("GET", "/v1/me")
-    .then((user) => { showUser(user); show(user.data.favourites); })
-    .catch((err) => signupStatus("Could not load your favourites: " + err.message));
-} else {
-  show({});
+async function load() {
+  if (session === "none") return show({});
+  try {
+    const user = await call("GET", "/v1/me");
+    showUser(user);
+    show(user.data.favourites);
+  } catch (err) {
+    signupStatus("Could not load your favourites: " + err.message);
+  }
 }
+
+// data-ready tells tests (and anyone curious) that the page has its data.
+load().finally(() => { document.body.dataset.ready = "true"; });
