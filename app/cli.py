@@ -162,6 +162,60 @@ def demo(
         demo_.stop(storefront)
 
 
+@cli.command()
+def cull(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, delete nothing.")] = False,
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(min=0, max=36500, help="Override ANONID_CULL_AFTER_DAYS for this run."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10000, help="Rows per batch.")] = 1000,
+) -> None:
+    """Delete stale anonymous accounts now; prints one JSON object."""
+    import orjson
+
+    from app.lifecycle.cull import run_cull
+
+    settings = _settings()
+    url = _database(settings, migrate=False)
+
+    async def go() -> dict[str, Any]:
+        engine = create_engine(url, pool_size=1)
+        try:
+            return await run_cull(
+                engine,
+                settings,
+                dry_run=dry_run,
+                older_than_days=older_than_days,
+                batch_size=batch_size,
+            )
+        finally:
+            await engine.dispose()
+
+    typer.echo(orjson.dumps(_run(go)).decode())
+
+
+@cli.command()
+def stats() -> None:
+    """Print the same JSON as GET /v1/admin/stats."""
+    import orjson
+
+    from app.lifecycle.stats import collect_stats
+
+    settings = _settings()
+    url = _database(settings, migrate=False)
+
+    async def go() -> dict[str, Any]:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with engine.begin() as conn:
+                return await collect_stats(conn)
+        finally:
+            await engine.dispose()
+
+    typer.echo(orjson.dumps(_run(go)).decode())
+
+
 def main() -> None:
     try:
         cli()

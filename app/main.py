@@ -11,9 +11,12 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import errors, ops, public
+from app.api import admin, errors, ops, public
+from app.api import metrics as metrics_api
+from app.api import privacy as privacy_api
 from app.db import create_engine, resolve_database_url
 from app.middleware import RequestGuard
+from app.observability import RequestObserver
 from app.services import Services
 from app.sessions import KEY_CACHE_SECONDS, CookieJar, KeyRing, ensure_signing_key
 from app.settings import Settings, load_settings
@@ -68,6 +71,9 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     errors.install(app, cookies.name, cookies.clear)
     app.include_router(public.router)
     app.include_router(ops.router)
+    app.include_router(privacy_api.router)
+    app.include_router(admin.router)
+    app.include_router(metrics_api.router)
 
     # Outermost first: CORS answers preflights and decorates every response, the guard refuses
     # cross-site, wrongly typed or oversized requests before any route runs.
@@ -85,6 +91,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         allow_headers=["content-type", "authorization", "x-anonid-token"],
         max_age=600,
     )
+    # Outermost of all: every response, refusals included, gets a request id, a log line, metrics.
+    app.add_middleware(RequestObserver)
     return app
 
 

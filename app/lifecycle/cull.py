@@ -1,0 +1,145 @@
+"""The cull (CONTRACT §9): stale anonymous accounts are deleted in small batches.
+
+Guarantees:
+- only anonymous accounts whose ``updated_at`` is older than the cutoff are deleted, and a row
+  touched by another connection while the cull runs is never deleted (rows locked by someone else
+  are skipped, and the guard is re-checked on the row the DELETE actually removes);
+- each batch is its own short transaction, writing one ``user.culled`` event with the batch's ids;
+- one culler runs at a time across every process on the database (a session-level advisory lock);
+  a second one returns at once with ``deleted == 0`` and logs why;
+- link tokens and emails of culled accounts go with them (``ON DELETE CASCADE``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app import metrics
+from app.db import CULL_LOCK
+from app.lifecycle.events import record_event
+from app.settings import Settings
+
+log = logging.getLogger("anonid.cull")
+
+MAX_BATCH_SIZE = 10_000
+MAX_OLDER_THAN_DAYS = 36_500
+
+_TRY_LOCK = sa.text(
+    "SELECT pg_try_advisory_lock(:key) AS got, now() - make_interval(days => :days) AS cutoff"
+)
+_UNLOCK = sa.text("SELECT pg_advisory_unlock(:key)")
+
+# Served by the partial index ix_users_anonymous_updated_at (is_anonymous is its predicate).
+_COUNT = sa.text("SELECT count(*) FROM users WHERE is_anonymous AND updated_at < :cutoff")
+
+# The inner SELECT takes row locks, skipping rows another transaction holds (a request touching the
+# account); the outer guard re-checks the locked row version, so a touch that committed between
+# the plan's snapshot and the lock keeps the account.
+STALE_BATCH = sa.text(
+    """
+DELETE FROM users
+WHERE id IN (
+    SELECT id FROM users
+    WHERE is_anonymous AND updated_at < :cutoff
+    ORDER BY updated_at
+    LIMIT :n
+    FOR UPDATE SKIP LOCKED
+)
+  AND is_anonymous AND updated_at < :cutoff
+RETURNING id
+"""
+)
+
+
+def _result(
+    cutoff: datetime, *, matched: int, deleted: int, batches: int, dry_run: bool
+) -> dict[str, Any]:
+    return {
+        "cutoff": cutoff.isoformat(),
+        "matched": matched,
+        "deleted": deleted,
+        "batches": batches,
+        "dry_run": dry_run,
+    }
+
+
+async def cull_batch(
+    conn: AsyncConnection, cutoff: datetime, batch_size: int, webhook_urls: list[str]
+) -> list[str]:
+    """Delete one batch of stale anonymous accounts in the caller's transaction; their ids."""
+    result = await conn.execute(STALE_BATCH, {"cutoff": cutoff, "n": batch_size})
+    ids = [str(user_id) for user_id in result.scalars()]
+    if ids:
+        await record_event(conn, "user.culled", None, {"ids": ids}, webhook_urls)
+    return ids
+
+
+async def run_cull(
+    engine: AsyncEngine,
+    settings: Settings,
+    *,
+    dry_run: bool = False,
+    older_than_days: int | None = None,
+    batch_size: int = 1000,
+) -> dict[str, Any]:
+    """Cull now; returns ``{"cutoff", "matched", "deleted", "batches", "dry_run"}``.
+
+    ``older_than_days`` defaults to ``ANONID_CULL_AFTER_DAYS``; ``dry_run`` only counts.
+    """
+    days = settings.cull_after_days if older_than_days is None else older_than_days
+    if not 0 <= days <= MAX_OLDER_THAN_DAYS:
+        raise ValueError(f"older_than_days must be between 0 and {MAX_OLDER_THAN_DAYS}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+
+    async with engine.connect() as conn:
+        row = (await conn.execute(_TRY_LOCK, {"key": CULL_LOCK, "days": days})).one()
+        await conn.commit()
+        cutoff: datetime = row.cutoff
+        if not row.got:
+            log.info("cull skipped: another culler holds the cull lock")
+            return _result(cutoff, matched=0, deleted=0, batches=0, dry_run=dry_run)
+        try:
+            return await _cull_locked(conn, settings, cutoff, dry_run, batch_size)
+        finally:
+            await _release(conn)
+
+
+async def _cull_locked(
+    conn: AsyncConnection, settings: Settings, cutoff: datetime, dry_run: bool, batch_size: int
+) -> dict[str, Any]:
+    matched = int(await conn.scalar(_COUNT, {"cutoff": cutoff}) or 0)
+    await conn.commit()
+    if dry_run:
+        log.info("cull dry run: %d stale anonymous accounts before %s", matched, cutoff)
+        return _result(cutoff, matched=matched, deleted=0, batches=0, dry_run=True)
+    deleted = batches = 0
+    while True:
+        async with conn.begin():
+            ids = await cull_batch(conn, cutoff, batch_size, settings.webhook_url_list)
+        if ids:
+            batches += 1
+            deleted += len(ids)
+            metrics.CULL_DELETED.inc(len(ids))
+        # SKIP LOCKED rows do not count towards LIMIT, so a short batch means nothing is left.
+        if len(ids) < batch_size:
+            break
+    log.info("cull deleted %d stale anonymous accounts in %d batches", deleted, batches)
+    return _result(cutoff, matched=matched, deleted=deleted, batches=batches, dry_run=False)
+
+
+async def _release(conn: AsyncConnection) -> None:
+    # A pooled connection must never keep the session lock: unlock, or drop the connection.
+    try:
+        if conn.in_transaction():
+            await conn.rollback()
+        await conn.execute(_UNLOCK, {"key": CULL_LOCK})
+        await conn.commit()
+    except Exception:
+        log.warning("could not release the cull lock cleanly; discarding the connection")
+        await conn.invalidate()

@@ -1,0 +1,98 @@
+"""Per-request observation, as plain ASGI (no BaseHTTPMiddleware): request id, access log, metrics.
+
+- The request id is the incoming ``X-Request-Id`` when it looks sane, else a fresh one; it is echoed
+  in the response header and set in a contextvar so every log record of the request carries it.
+- One access line per request: method, route template, status, duration, request id. The raw path
+  and query string are never logged (hosted pages carry link tokens in ``?token=``).
+- Metrics are labelled by the matched route template, never the raw path, so cardinality stays
+  bounded; requests that match no route are labelled ``unmatched``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import metrics
+from app.logs import request_id_var
+
+access_log = logging.getLogger("anonid.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=\-]{1,128}$")
+UNMATCHED = "unmatched"
+
+
+def incoming_request_id(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == REQUEST_ID_HEADER:
+            if _SANE_REQUEST_ID.match(value):
+                return str(value.decode("ascii"))
+            break
+    return secrets.token_hex(16)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that handled (or would handle) the request."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    # Refused before routing (CSRF, media type, size): find the route it was meant for.
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = candidate.matches({**scope, "type": "http"})
+        if match is not Match.NONE:
+            return str(getattr(candidate, "path", UNMATCHED))
+    return UNMATCHED
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = incoming_request_id(scope)
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            method = scope["method"]
+            route = route_template(scope)
+            label = str(status)
+            metrics.REQUESTS.labels(method, route, label).inc()
+            metrics.REQUEST_SECONDS.labels(method, route, label).observe(elapsed)
+            access_log.info(
+                "%s %s %d %.1fms",
+                method,
+                route,
+                status,
+                elapsed * 1000,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
