@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +28,11 @@ from playwright.async_api import (
     async_playwright,
     expect,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.processes import Served, clean_env, free_port
 from tests.storefront_support import storefront_process
+from tests.tokens import claims_for, sign
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -51,9 +54,10 @@ class Stack:
     shop: str
 
 
-@pytest.fixture
-def stack(database_url: str, tmp_path: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """anonid (the test database, local mail catcher, in-process worker) and the storefront."""
+    tmp_path = tmp_path_factory.mktemp("journey")
     port = free_port(18400, 18450)
     shop_port = free_port(18450, 18499)
     anonid, shop = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{shop_port}"
@@ -80,13 +84,12 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[Stack]:
 class Journey:
     """Screenshots per step, and every problem the browser reports."""
 
-    def __init__(self, browser: Browser) -> None:
+    def __init__(self, browser: Browser, name: str) -> None:
         self.browser = browser
+        self.name = name
         self.problems: list[str] = []
         self.step = 0
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        for old in ARTIFACTS.glob("*.png"):
-            old.unlink()
 
     async def context(self) -> tuple[BrowserContext, Page]:
         context = await self.browser.new_context(viewport={"width": 1100, "height": 820})
@@ -113,17 +116,21 @@ class Journey:
 
     async def shot(self, page: Page, name: str) -> None:
         self.step += 1
-        await page.screenshot(path=ARTIFACTS / f"{self.step:02d}-{name}.png", full_page=True)
+        path = ARTIFACTS / f"{self.name}-{self.step:02d}-{name}.png"
+        await page.screenshot(path=path, full_page=True)
 
 
 @pytest.fixture
-async def journey() -> AsyncIterator[Journey]:
+async def journey(request: pytest.FixtureRequest) -> AsyncIterator[Journey]:
     expect.set_options(timeout=STEP_TIMEOUT_MS)
     async with async_playwright() as p:
         browser = await p.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
         )
-        journey = Journey(browser)
+        name = request.node.name.removeprefix("test_")[:40]
+        for old in ARTIFACTS.glob(f"{name}-*.png"):
+            old.unlink()
+        journey = Journey(browser, name)
         try:
             yield journey
         finally:
@@ -259,3 +266,31 @@ async def test_guest_favourites_survive_sign_up_logout_and_merge_on_login(
     await fresh.close()
 
     assert journey.problems == []
+
+
+async def test_a_session_anonid_no_longer_knows_becomes_a_fresh_guest(
+    stack: Stack, journey: Journey, engine: AsyncEngine
+) -> None:
+    # Validly signed, so the storefront's offline check passes; but the user does not exist.
+    ghost = str(uuid.uuid4())
+    token = await sign(engine, claims_for(ghost, iss=stack.anonid))
+    context, page = await journey.context()
+    await context.add_cookies([{"name": "anonid_session", "value": token, "url": stack.anonid}])
+    await open_shop(page, stack.shop)
+    await expect(page.locator("body")).to_have_attribute("data-session", "guest")
+    await expect(page.locator("#who-label")).to_have_text("Not signed in")
+    await journey.shot(page, "stale-session")
+
+    await favourite(page, "mug")
+    await open_shop(page, stack.shop)
+    await expect(page.locator("#who-label")).to_have_text("Guest")
+    await expect_favourites(page, "mug")
+    await journey.shot(page, "fresh-guest")
+    cookies = {c["name"]: c["value"] for c in await context.cookies(stack.anonid)}
+    assert cookies["anonid_session"] != token
+    await context.close()
+
+    # anonid's 401 for the unknown session (which the browser logs) is the only problem.
+    me = f"{stack.anonid}/v1/me"
+    assert [p for p in journey.problems if me not in p] == []
+    assert f"HTTP 401: GET {me}" in journey.problems

@@ -12,7 +12,11 @@ async function call(method, path, body, type = "application/json") {
   }
   const response = await fetch(anonid + path, init);
   const payload = response.status === 204 ? null : await response.json();
-  if (!response.ok) throw new Error((payload && payload.message) || response.statusText);
+  if (!response.ok) {
+    const error = new Error((payload && payload.message) || response.statusText);
+    error.status = response.status;
+    throw error;
+  }
   return payload;
 }
 
@@ -57,10 +61,19 @@ async function toggle(button) {
     // The first favourite is the first thing worth remembering: start a guest account.
     if (session === "none") await startGuest();
     // A JSON Merge Patch touching one key: concurrent tabs cannot undo each other's favourites.
-    const { data } = await call(
+    const patch = () => call(
       "PATCH", "/v1/me/data", { favourites: { [button.dataset.product]: on ? true : null } },
       "application/merge-patch+json");
-    show(data.favourites);
+    let result;
+    try {
+      result = await patch();
+    } catch (err) {
+      if (err.status !== 401) throw err;
+      // The session ended elsewhere (logged out in another tab, culled): start afresh.
+      await startGuest();
+      result = await patch();
+    }
+    show(result.data.favourites);
   } catch (err) {
     signupStatus("Could not save that favourite: " + err.message);
   } finally {
@@ -97,6 +110,12 @@ async function load() {
     showUser(user);
     show(user.data.favourites);
   } catch (err) {
+    if (err.status === 401) {
+      // anonid no longer knows this session (and has cleared the cookie): a new visitor.
+      session = "none";
+      document.getElementById("who-label").textContent = "Not signed in";
+      return show({});
+    }
     signupStatus("Could not load your favourites: " + err.message);
   }
 }
