@@ -153,6 +153,9 @@ def demo(
 
     if not demo_.storefront_available():
         fail(f"the demo storefront is not in {demo_.STOREFRONT_DIR}; run this from a clone")
+    for option, number in (("--port", port), ("--storefront-port", storefront_port)):
+        if demo_.port_in_use(number):
+            fail(f"port {number} is in use; choose another with {option}")
     os.environ.update(demo_.demo_settings(port, storefront_port))
     storefront = demo_.start_storefront(port, storefront_port)
     try:
@@ -167,7 +170,7 @@ def cull(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, delete nothing.")] = False,
     older_than_days: Annotated[
         int | None,
-        typer.Option(min=0, max=36500, help="Override ANONID_CULL_AFTER_DAYS for this run."),
+        typer.Option(min=1, max=36500, help="Override ANONID_CULL_AFTER_DAYS for this run."),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10000, help="Rows per batch.")] = 1000,
 ) -> None:

@@ -267,6 +267,7 @@ async def test_admin_cull_returns_the_cull_object(
         b"{",
         b'{"dry_run": "yes"}',
         b'{"older_than_days": -1}',
+        b'{"older_than_days": 0}',
         b'{"older_than_days": 1e9}',
         b'{"older_than_days": "40"}',
         b'{"surprise": true}',

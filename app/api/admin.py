@@ -24,7 +24,7 @@ from app.api.errors import responses
 from app.api.responses import empty_response, json_response
 from app.api.schemas import User
 from app.errors import AnonidError
-from app.lifecycle.cull import MAX_OLDER_THAN_DAYS, run_cull
+from app.lifecycle.cull import MAX_OLDER_THAN_DAYS, MIN_OLDER_THAN_DAYS, run_cull
 from app.lifecycle.privacy import erase_user
 from app.lifecycle.stats import collect_stats
 from app.lifecycle.users import USER_COLUMNS, get_user, user_view
@@ -61,7 +61,7 @@ class UserPage(BaseModel):
 class CullRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     dry_run: bool = False
-    older_than_days: int | None = Field(None, ge=0, le=MAX_OLDER_THAN_DAYS)
+    older_than_days: int | None = Field(None, ge=MIN_OLDER_THAN_DAYS, le=MAX_OLDER_THAN_DAYS)
 
 
 class CullResult(BaseModel):
@@ -194,7 +194,9 @@ async def delete_account(
     summary="Cull stale anonymous accounts now (the same as `anonid cull`)",
     responses={
         200: {"model": CullResult},
-        **responses("invalid_json", "invalid_request", "unsupported_media_type"),
+        **responses(
+            "invalid_json", "invalid_request", "unsupported_media_type", "payload_too_large"
+        ),
     },
     openapi_extra=body_spec(CullRequest),
 )

@@ -27,6 +27,9 @@ from app.settings import Settings
 log = logging.getLogger("anonid.cull")
 
 MAX_BATCH_SIZE = 10_000
+# At least a day: an explicit override may undercut ANONID_CULL_AFTER_DAYS, but "0" would wipe
+# every guest who is not mid-request, which no operator means.
+MIN_OLDER_THAN_DAYS = 1
 MAX_OLDER_THAN_DAYS = 36_500
 
 _TRY_LOCK = sa.text(
@@ -92,8 +95,10 @@ async def run_cull(
     ``older_than_days`` defaults to ``ANONID_CULL_AFTER_DAYS``; ``dry_run`` only counts.
     """
     days = settings.cull_after_days if older_than_days is None else older_than_days
-    if not 0 <= days <= MAX_OLDER_THAN_DAYS:
-        raise ValueError(f"older_than_days must be between 0 and {MAX_OLDER_THAN_DAYS}")
+    if not MIN_OLDER_THAN_DAYS <= days <= MAX_OLDER_THAN_DAYS:
+        raise ValueError(
+            f"older_than_days must be between {MIN_OLDER_THAN_DAYS} and {MAX_OLDER_THAN_DAYS}"
+        )
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
 
