@@ -9,6 +9,7 @@ http.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +24,15 @@ STOREFRONT_DIR = Path(__file__).resolve().parent.parent / "examples" / "storefro
 
 def storefront_available() -> bool:
     return (STOREFRONT_DIR / "storefront" / "app.py").is_file()
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return True
+    return False
 
 
 def demo_settings(port: int, storefront_port: int) -> dict[str, str]:

@@ -90,3 +90,30 @@ def test_demo_serves_anonid_and_the_storefront_together_and_stops_both_on_ctrl_c
     assert code in (0, 130), log.read_text()
     assert not _port_open(port), "anonid outlived the demo"
     assert not _port_open(shop_port), "the storefront outlived the demo"
+
+
+def test_demo_refuses_a_busy_port_with_one_line(tmp_path: Path) -> None:
+    port = free_port(18480, 18490)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        result = subprocess.run(
+            [
+                ANONID,
+                "demo",
+                "--port",
+                str(free_port(18490, 18499)),
+                "--storefront-port",
+                str(port),
+            ],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"anonid: port {port} is in use; choose another with --storefront-port"
+    )
+    assert "Traceback" not in result.stderr
