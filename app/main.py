@@ -11,12 +11,13 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import admin, errors, ops, public
+from app.api import account, admin, errors, ops, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
 from app.db import create_engine, resolve_database_url
 from app.middleware import RequestGuard
 from app.observability import RequestObserver
+from app.ratelimit import RateLimiter
 from app.services import Services
 from app.sessions import KEY_CACHE_SECONDS, CookieJar, KeyRing, ensure_signing_key
 from app.settings import Settings, load_settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             cookies=cookies,
         )
         app.state.services = services
+        services.extras["limiter"] = RateLimiter(settings)
         tasks = [asyncio.create_task(_refresh_keys(keys), name="anonid-keys")]
         try:
             yield
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            await services.extras["limiter"].close()
             await engine.dispose()
 
     app = FastAPI(
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     )
     errors.install(app, cookies.name, cookies.clear)
     app.include_router(public.router)
+    app.include_router(account.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)
     app.include_router(admin.router)

@@ -76,6 +76,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "public_url": "https://anonid.test",
         "run_worker": False,
         "cull_interval_minutes": 0,
+        # Many tests share one client address; rate-limit tests set their own limits.
+        "anonymous_rate_limit": "100000/minute",
+        "login_rate_limit": "100000/minute",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1,0 +1,308 @@
+"""Conversion and credential endpoints of CONTRACT §5: the registered half of the API.
+
+Thin: parse, authenticate, rate-limit, call one lifecycle function inside the request's one
+transaction, shape the response. The rules live in ``app/lifecycle``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from app.api.deps import (
+    Session,
+    Transaction,
+    body_spec,
+    json_body,
+    lenient_session,
+    require_session,
+    services,
+)
+from app.api.errors import responses
+from app.api.responses import empty_response, json_response, private_response, session_response
+from app.api.schemas import SessionOut
+from app.lifecycle import conversion, credentials
+from app.lifecycle.addresses import parse_email
+from app.services import Services
+
+router = APIRouter(prefix="/v1")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class EmailIn(_Body):
+    email: str
+
+
+class LoginIn(_Body):
+    email: str
+    password: str
+
+
+class TokenPasswordIn(_Body):
+    token: str
+    password: str
+
+
+class PasswordChangeIn(_Body):
+    current_password: str
+    new_password: str
+
+
+class ConversionOut(BaseModel):
+    state: Literal["pending"]
+    pending_email: str
+
+
+class AcceptedOut(BaseModel):
+    status: Literal["accepted"]
+    message: str
+
+
+RESET_ACCEPTED = {
+    "status": "accepted",
+    "message": "If an account has this address, a link to reset its password is on its way.",
+}
+
+
+async def limit_credentials(request: Request, svc: Services, email: str | None) -> None:
+    limiter = svc.extras.get("limiter")
+    if limiter is not None:
+        await limiter.hit_credentials(request, email)
+
+
+@router.post(
+    "/me/conversion",
+    summary="Ask to keep this guest account: a password-setup link goes to the address",
+    description=(
+        "The answer (status, body and the state `/v1/me` shows afterwards) is the same whether "
+        "or not the address already belongs to an account; in that case no link is made and the "
+        "owner is told instead."
+    ),
+    status_code=202,
+    responses={
+        202: {"model": ConversionOut},
+        **responses(
+            "invalid_session",
+            "already_registered",
+            "invalid_email",
+            "invalid_json",
+            "rate_limited",
+            "csrf_rejected",
+            "unsupported_media_type",
+        ),
+    },
+    openapi_extra=body_spec(EmailIn),
+)
+async def request_conversion(
+    request: Request,
+    conn: AsyncConnection = Transaction,
+    session: Session = Depends(require_session),
+    body: EmailIn = Depends(json_body(EmailIn, "invalid_email")),
+) -> Response:
+    svc = services(request)
+    email = parse_email(body.email)
+    await limit_credentials(request, svc, email)
+    row = await conversion.request_conversion(
+        conn, svc.settings, session.claims.sub, session.claims.sv, email
+    )
+    return private_response(
+        request, svc, {"state": "pending", "pending_email": row.pending_email}, 202
+    )
+
+
+@router.delete(
+    "/me/conversion",
+    summary="Cancel a conversion request: outstanding setup links stop working",
+    status_code=204,
+    responses=responses("invalid_session", "already_registered", "csrf_rejected"),
+)
+async def cancel_conversion(
+    request: Request,
+    conn: AsyncConnection = Transaction,
+    session: Session = Depends(require_session),
+) -> Response:
+    await conversion.cancel_conversion(conn, session.claims.sub, session.claims.sv)
+    return empty_response(services(request))
+
+
+@router.post(
+    "/password-setup",
+    summary="Redeem a password-setup link: the guest account becomes registered, data kept",
+    responses={
+        200: {"model": SessionOut},
+        **responses(
+            "invalid_token",
+            "invalid_request",
+            "invalid_json",
+            "token_expired",
+            "email_taken",
+            "weak_password",
+            "unsupported_media_type",
+        ),
+    },
+    openapi_extra=body_spec(TokenPasswordIn),
+)
+async def password_setup(
+    request: Request,
+    conn: AsyncConnection = Transaction,
+    body: TokenPasswordIn = Depends(json_body(TokenPasswordIn)),
+) -> Response:
+    svc = services(request)
+    row = await conversion.redeem_setup_link(conn, svc.settings, body.token, body.password)
+    return session_response(request, svc, row)
+
+
+@router.post(
+    "/login",
+    summary="Log in with email and password; a guest session's data is merged into the account",
+    description=(
+        "With a guest (anonymous) session and `ANONID_MERGE_ON_LOGIN`, the guest's data is merged "
+        "into the account, the guest is deleted, and the body carries `merged_from`."
+    ),
+    responses={
+        200: {"model": SessionOut},
+        **responses(
+            "invalid_credentials",
+            "invalid_request",
+            "invalid_json",
+            "rate_limited",
+            "csrf_rejected",
+            "unsupported_media_type",
+        ),
+    },
+    openapi_extra=body_spec(LoginIn),
+)
+async def login(
+    request: Request,
+    conn: AsyncConnection = Transaction,
+    session: Session | None = Depends(lenient_session),
+    body: LoginIn = Depends(json_body(LoginIn)),
+) -> Response:
+    svc = services(request)
+    await limit_credentials(request, svc, body.email)
+    row, merged_from = await login_and_merge(conn, svc, session, body.email, body.password)
+    extra: dict[str, Any] = {"merged_from": merged_from} if merged_from else {}
+    return session_response(request, svc, row, 200, **extra)
+
+
+async def login_and_merge(
+    conn: AsyncConnection, svc: Services, session: Session | None, email: str, password: str
+) -> tuple[Row[Any], str | None]:
+    """Shared with the hosted login page: check the password, then fold in the guest, if any."""
+    row = await credentials.login(conn, email, password)
+    if session is None or not session.claims.anon or not svc.settings.merge_on_login:
+        return row, None
+    merged = await conversion.merge_guest(
+        conn, svc.settings, session.claims.sub, session.claims.sv, row.id
+    )
+    if merged is None:
+        return row, None
+    return merged, str(session.claims.sub)
+
+
+@router.post(
+    "/me/password",
+    summary="Change the password; every other session ends",
+    responses={
+        200: {"model": SessionOut},
+        **responses(
+            "invalid_session",
+            "forbidden",
+            "invalid_credentials",
+            "weak_password",
+            "invalid_request",
+            "invalid_json",
+            "csrf_rejected",
+            "unsupported_media_type",
+        ),
+    },
+    openapi_extra=body_spec(PasswordChangeIn),
+)
+async def change_password(
+    request: Request,
+    conn: AsyncConnection = Transaction,
+    session: Session = Depends(require_session),
+    body: PasswordChangeIn = Depends(json_body(PasswordChangeIn)),
+) -> Response:
+    svc = services(request)
+    row = await credentials.change_password(
+        conn,
+        svc.settings,
+        session.claims.sub,
+        session.claims.sv,
+        body.current_password,
+        body.new_password,
+    )
+    return session_response(request, svc, row)
+
+
+@router.post(
+    "/logout-all",
+    summary="End every session of this registered account and clear the cookie",
+    status_code=204,
+    responses=responses("invalid_session", "forbidden", "csrf_rejected"),
+)
+async def logout_all(
+    request: Request,
+    conn: AsyncConnection = Transaction,
+    session: Session = Depends(require_session),
+) -> Response:
+    await credentials.logout_everywhere(conn, session.claims.sub, session.claims.sv)
+    return empty_response(services(request), clear_cookie=True)
+
+
+@router.post(
+    "/password-reset",
+    summary="Ask for a password-reset link",
+    description="Always `202` with the same body: the answer does not reveal whether the "
+    "address has an account. Only registered accounts are sent a link.",
+    status_code=202,
+    responses={
+        202: {"model": AcceptedOut},
+        **responses("invalid_request", "invalid_json", "rate_limited", "unsupported_media_type"),
+    },
+    openapi_extra=body_spec(EmailIn),
+)
+async def password_reset(
+    request: Request,
+    conn: AsyncConnection = Transaction,
+    body: EmailIn = Depends(json_body(EmailIn)),
+) -> Response:
+    svc = services(request)
+    await limit_credentials(request, svc, body.email)
+    await credentials.request_password_reset(conn, svc.settings, body.email)
+    return json_response(RESET_ACCEPTED, 202)
+
+
+@router.post(
+    "/password-reset/confirm",
+    summary="Set a new password with a reset link; every other session ends",
+    responses={
+        200: {"model": SessionOut},
+        **responses(
+            "invalid_token",
+            "invalid_request",
+            "invalid_json",
+            "token_expired",
+            "weak_password",
+            "unsupported_media_type",
+        ),
+    },
+    openapi_extra=body_spec(TokenPasswordIn),
+)
+async def password_reset_confirm(
+    request: Request,
+    conn: AsyncConnection = Transaction,
+    body: TokenPasswordIn = Depends(json_body(TokenPasswordIn)),
+) -> Response:
+    svc = services(request)
+    row = await credentials.confirm_password_reset(conn, svc.settings, body.token, body.password)
+    return session_response(request, svc, row)

@@ -1,0 +1,208 @@
+"""The conversion state machine of CONTRACT §6: request, cancel, redeem, and merge on login.
+
+Every transition is one guarded statement on ``users``; the guard is the state it leaves from,
+so PostgreSQL settles every race (two clicks, two guests, a login during a request):
+
+    transition  from                  to          guard in the WHERE clause
+    request     anonymous | pending   pending     is_anonymous AND session_version = :sv
+    cancel      pending               anonymous   is_anonymous AND session_version = :sv
+    redeem      pending (valid link)  registered  is_anonymous, link consumed in the same tx
+    merge       anonymous | pending   (deleted)   is_anonymous AND session_version = :sv,
+                                                  account registered and locked
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+import sqlalchemy.exc
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.errors import AnonidError
+from app.lifecycle.events import record_event
+from app.lifecycle.passwords import check_policy, hash_password
+from app.lifecycle.tokens import (
+    consume_link_token,
+    end_link_tokens,
+    issue_link_token,
+    peek_link_token,
+)
+from app.lifecycle.users import USER_COLUMNS
+from app.outbox.enqueue import enqueue_email
+from app.settings import Settings
+
+_QUALIFIED = ", ".join(f"users.{c.strip()}" for c in USER_COLUMNS.split(","))
+
+_REQUEST = sa.text(
+    f"""
+UPDATE users
+SET pending_email = :email, pending_until = now() + CAST(:ttl AS interval), updated_at = now()
+WHERE id = :id AND session_version = :sv AND is_anonymous
+RETURNING {USER_COLUMNS}
+"""
+)
+
+_CANCEL = sa.text(
+    f"""
+UPDATE users SET pending_email = NULL, pending_until = NULL, updated_at = now()
+WHERE id = :id AND session_version = :sv AND is_anonymous
+RETURNING {USER_COLUMNS}
+"""
+)
+
+# The only statement that turns an anonymous account into a registered one.
+_PROMOTE = sa.text(
+    f"""
+UPDATE users
+SET is_anonymous = false, email = :email, password_hash = :hash, username = NULL,
+    converted_at = now(), session_version = session_version + 1,
+    pending_email = NULL, pending_until = NULL, updated_at = now()
+WHERE id = :id AND is_anonymous
+RETURNING {USER_COLUMNS}
+"""
+)
+
+# The guest goes only if the account exists (and is locked), so no data is ever dropped.
+_MERGE = sa.text(
+    f"""
+WITH account AS (
+    SELECT id FROM users WHERE id = :account AND NOT is_anonymous FOR UPDATE
+), guest AS (
+    DELETE FROM users
+    WHERE id = :guest AND session_version = :sv AND is_anonymous
+      AND EXISTS (SELECT 1 FROM account)
+    RETURNING data
+)
+UPDATE users SET data = jsonb_merge_guest(users.data, guest.data), updated_at = now()
+FROM guest
+WHERE users.id = :account
+RETURNING {_QUALIFIED}
+"""
+)
+
+_OWNER = sa.text(
+    "SELECT id, email FROM users WHERE lower(email) = lower(:email) AND NOT is_anonymous"
+)
+_STATE = sa.text("SELECT is_anonymous, session_version FROM users WHERE id = :id")
+
+
+async def _refusal(conn: AsyncConnection, user_id: UUID, session_version: int) -> AnonidError:
+    """Why a guarded transition on the caller's own account matched no row."""
+    row = (await conn.execute(_STATE, {"id": user_id})).first()
+    if row is None or row.session_version != session_version:
+        return AnonidError("invalid_session")
+    return AnonidError("already_registered")
+
+
+async def request_conversion(
+    conn: AsyncConnection, settings: Settings, user_id: UUID, session_version: int, email: str
+) -> Row[Any]:
+    """Make the guest pending for ``email`` and queue the one email that fits.
+
+    Free address: a setup link (earlier links to the same address stay valid). Taken address: no
+    link, a note to its owner instead. The caller sees the same state either way. Links to any
+    other address end here.
+    """
+    ttl = timedelta(hours=settings.setup_token_ttl_hours)
+    params = {"id": user_id, "sv": session_version, "email": email, "ttl": ttl}
+    row = (await conn.execute(_REQUEST, params)).first()
+    if row is None:
+        raise await _refusal(conn, user_id, session_version)
+    await end_link_tokens(conn, user_id, "setup", except_email=email)
+    owner = (await conn.execute(_OWNER, {"email": email})).first()
+    if owner is None:
+        token = await issue_link_token(conn, user_id, "setup", email, ttl)
+        await enqueue_email(
+            conn,
+            settings,
+            kind="conversion_setup",
+            to=email,
+            user_id=user_id,
+            context={
+                "link": settings.link(settings.setup_url, token),
+                "ttl_hours": settings.setup_token_ttl_hours,
+            },
+        )
+    else:
+        await enqueue_email(
+            conn,
+            settings,
+            kind="conversion_already_registered",
+            to=owner.email,
+            user_id=owner.id,
+            context={"login_url": f"{settings.public_url}/account/login"},
+        )
+    await record_event(
+        conn, "user.conversion_started", user_id, {"id": str(user_id)}, settings.webhook_url_list
+    )
+    return row
+
+
+async def cancel_conversion(conn: AsyncConnection, user_id: UUID, session_version: int) -> Row[Any]:
+    """Back to plain anonymous; every outstanding setup link stops working."""
+    row = (await conn.execute(_CANCEL, {"id": user_id, "sv": session_version})).first()
+    if row is None:
+        raise await _refusal(conn, user_id, session_version)
+    await end_link_tokens(conn, user_id, "setup")
+    return row
+
+
+async def redeem_setup_link(
+    conn: AsyncConnection, settings: Settings, token: str, password: str
+) -> Row[Any]:
+    """Consume the link and register the account in place (same id, same data).
+
+    Exactly one concurrent redeemer wins. If another account verified the address meanwhile, this
+    raises ``email_taken`` and the caller's transaction rolls back: the guest stays untouched.
+    """
+    await peek_link_token(conn, token, "setup")  # a dead link is refused before any hashing
+    password_hash = await hash_password(check_policy(password, settings.password_min_length))
+    target = await consume_link_token(conn, token, "setup")
+    params = {"id": target.user_id, "email": target.email, "hash": password_hash}
+    try:
+        row = (await conn.execute(_PROMOTE, params)).first()
+    except sqlalchemy.exc.IntegrityError as exc:
+        if "uq_users_email_lower" in str(exc.orig):
+            raise AnonidError("email_taken") from None
+        raise
+    if row is None:  # already registered by another way; the link is spent either way
+        raise AnonidError("invalid_token")
+    await end_link_tokens(conn, target.user_id)
+    await record_event(
+        conn,
+        "user.converted",
+        target.user_id,
+        {"id": str(target.user_id)},
+        settings.webhook_url_list,
+    )
+    return row
+
+
+async def merge_guest(
+    conn: AsyncConnection,
+    settings: Settings,
+    guest_id: UUID,
+    guest_session_version: int,
+    account_id: UUID,
+) -> Row[Any] | None:
+    """Fold the guest's data into the account and delete the guest; ``None`` if there is no guest.
+
+    Objects merge recursively, arrays are unioned (account's items first), scalars keep the
+    account's value (``jsonb_merge_guest`` in the initial migration).
+    """
+    params = {"guest": guest_id, "sv": guest_session_version, "account": account_id}
+    row = (await conn.execute(_MERGE, params)).first()
+    if row is None:
+        return None
+    await record_event(
+        conn,
+        "user.merged",
+        account_id,
+        {"from": str(guest_id), "into": str(account_id)},
+        settings.webhook_url_list,
+    )
+    return row

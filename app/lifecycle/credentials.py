@@ -1,0 +1,182 @@
+"""Credentials of registered accounts: login, password change, reset, and ending every session.
+
+Every change of password bumps ``session_version``, so all older tokens of the account stop
+working; the caller then issues one fresh session. Password hashing happens before the guarded
+``UPDATE``, so no row lock is held while argon2 runs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.errors import AnonidError
+from app.lifecycle.events import record_event
+from app.lifecycle.passwords import (
+    burn_verify,
+    check_policy,
+    hash_password,
+    needs_rehash,
+    normalise,
+    verify_password,
+)
+from app.lifecycle.tokens import (
+    consume_link_token,
+    end_link_tokens,
+    issue_link_token,
+    peek_link_token,
+)
+from app.lifecycle.users import USER_COLUMNS
+from app.outbox.enqueue import enqueue_email
+from app.settings import Settings
+
+_ACCOUNT_BY_EMAIL = sa.text(
+    f"SELECT {USER_COLUMNS}, password_hash FROM users"
+    " WHERE lower(email) = lower(:email) AND NOT is_anonymous"
+)
+_ACCOUNT_BY_ID = sa.text(f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE id = :id")
+
+# A rehash only replaces the hash it verified; a concurrent password change wins.
+_REHASH = sa.text("UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old")
+
+_CHANGE = sa.text(
+    f"""
+UPDATE users
+SET password_hash = :new, session_version = session_version + 1, updated_at = now()
+WHERE id = :id AND session_version = :sv AND NOT is_anonymous AND password_hash = :old
+RETURNING {USER_COLUMNS}
+"""
+)
+
+_RESET = sa.text(
+    f"""
+UPDATE users
+SET password_hash = :new, session_version = session_version + 1, updated_at = now()
+WHERE id = :id AND NOT is_anonymous AND lower(email) = lower(:email)
+RETURNING {USER_COLUMNS}
+"""
+)
+
+_LOGOUT_ALL = sa.text(
+    """
+UPDATE users SET session_version = session_version + 1
+WHERE id = :id AND session_version = :sv AND NOT is_anonymous
+RETURNING id
+"""
+)
+
+
+async def login(conn: AsyncConnection, email: str, password: str) -> Row[Any]:
+    """The registered account for ``email`` and ``password``, else ``invalid_credentials``.
+
+    An unknown address still costs one argon2 verification, so timing does not reveal accounts.
+    A hash made with weaker parameters than today's is replaced on success.
+    """
+    row = (await conn.execute(_ACCOUNT_BY_EMAIL, {"email": email.strip()})).first()
+    if row is None or row.password_hash is None:
+        await burn_verify(password)
+        raise AnonidError("invalid_credentials")
+    if not await verify_password(row.password_hash, password):
+        raise AnonidError("invalid_credentials")
+    if needs_rehash(row.password_hash):
+        fresh = await hash_password(normalise(password))
+        await conn.execute(_REHASH, {"id": row.id, "old": row.password_hash, "new": fresh})
+    return row
+
+
+async def _registered(conn: AsyncConnection, user_id: UUID, session_version: int) -> Row[Any]:
+    row = (await conn.execute(_ACCOUNT_BY_ID, {"id": user_id})).first()
+    if row is None or row.session_version != session_version:
+        raise AnonidError("invalid_session")
+    if row.is_anonymous:
+        raise AnonidError("forbidden", "Only a registered account can do that.")
+    return row
+
+
+async def change_password(
+    conn: AsyncConnection,
+    settings: Settings,
+    user_id: UUID,
+    session_version: int,
+    current_password: str,
+    new_password: str,
+) -> Row[Any]:
+    """Replace the password after checking the current one; every other session ends."""
+    row = await _registered(conn, user_id, session_version)
+    normal = check_policy(new_password, settings.password_min_length)
+    if not await verify_password(row.password_hash, current_password):
+        raise AnonidError("invalid_credentials", "The current password is not correct.")
+    fresh = await hash_password(normal)
+    params = {"id": user_id, "sv": session_version, "old": row.password_hash, "new": fresh}
+    changed = (await conn.execute(_CHANGE, params)).first()
+    if changed is None:  # a concurrent change or logout-all moved the account on
+        raise AnonidError("invalid_session")
+    await end_link_tokens(conn, user_id, "reset")
+    await _notify_changed(conn, settings, changed)
+    return changed
+
+
+async def logout_everywhere(conn: AsyncConnection, user_id: UUID, session_version: int) -> None:
+    """End every session of a registered account, this one included."""
+    if (await conn.execute(_LOGOUT_ALL, {"id": user_id, "sv": session_version})).first() is None:
+        await _registered(conn, user_id, session_version)  # raises the reason
+        raise AnonidError("invalid_session")
+
+
+async def request_password_reset(conn: AsyncConnection, settings: Settings, email: str) -> None:
+    """Queue a reset link if ``email`` belongs to a registered account; silent otherwise."""
+    row = (await conn.execute(_ACCOUNT_BY_EMAIL, {"email": email.strip()})).first()
+    if row is None:
+        return
+    ttl = timedelta(minutes=settings.reset_token_ttl_minutes)
+    token = await issue_link_token(conn, row.id, "reset", row.email, ttl)
+    await enqueue_email(
+        conn,
+        settings,
+        kind="password_reset",
+        to=row.email,
+        user_id=row.id,
+        context={
+            "link": settings.link(settings.reset_url, token),
+            "ttl_minutes": settings.reset_token_ttl_minutes,
+        },
+    )
+
+
+async def confirm_password_reset(
+    conn: AsyncConnection, settings: Settings, token: str, password: str
+) -> Row[Any]:
+    """Set a new password through a reset link; the link is used once and every session ends."""
+    await peek_link_token(conn, token, "reset")  # a dead link is refused before any hashing
+    fresh = await hash_password(check_policy(password, settings.password_min_length))
+    target = await consume_link_token(conn, token, "reset")
+    params = {"id": target.user_id, "email": target.email, "new": fresh}
+    row = (await conn.execute(_RESET, params)).first()
+    if row is None:  # the account changed its address since the link was sent
+        raise AnonidError("invalid_token")
+    await end_link_tokens(conn, target.user_id, "reset")
+    await record_event(
+        conn,
+        "user.password_reset",
+        target.user_id,
+        {"id": str(target.user_id)},
+        settings.webhook_url_list,
+    )
+    await _notify_changed(conn, settings, row)
+    return row
+
+
+async def _notify_changed(conn: AsyncConnection, settings: Settings, row: Row[Any]) -> None:
+    await enqueue_email(
+        conn,
+        settings,
+        kind="password_changed",
+        to=row.email,
+        user_id=row.id,
+        context={"reset_request_url": f"{settings.public_url}/account/reset"},
+    )

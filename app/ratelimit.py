@@ -1,0 +1,116 @@
+"""Rate limits with the ``limits`` package: per client IP, and per email address for credentials.
+
+The storage is ``ANONID_RATE_LIMIT_STORAGE`` (``memory://`` for one process, ``redis://…`` shared
+by every process). If Redis cannot be reached the limiter fails open with a warning: a broken
+limiter must not take logins down with it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import time
+from typing import Any
+
+from fastapi import Request
+from limits import RateLimitItem, parse_many
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from app.errors import AnonidError
+from app.lifecycle.addresses import email_key
+from app.settings import Settings
+
+log = logging.getLogger("anonid.ratelimit")
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+KEY_PREFIX = "anonid"
+
+
+def client_ip(peer: str | None, forwarded_for: list[str], proxies: list[IpNetwork]) -> str:
+    """The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+    ``X-Forwarded-For`` entry that is not itself a trusted proxy (entries to its left are
+    whatever the client claimed and are never believed)."""
+    if peer is None:
+        return "unknown"
+    current = peer
+    if not proxies or not _trusted(current, proxies):
+        return current
+    hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # a malformed hop: stop at the last address a trusted proxy vouched for
+        current = hop
+        if not _trusted(current, proxies):
+            break
+    return current
+
+
+def _trusted(address: str, proxies: list[IpNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+class RateLimiter:
+    """The service's limits; ``hit_*`` raise ``rate_limited`` with ``Retry-After`` when exceeded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.proxies = settings.proxies
+        self.anonymous_limits = parse_many(settings.anonymous_rate_limit)
+        self.login_limits = parse_many(settings.login_rate_limit)
+        uri = settings.rate_limit_storage
+        options: dict[str, Any] = {}
+        if uri.startswith("redis://"):
+            # Short timeouts: when Redis is away, fail open quickly rather than stall the request.
+            options = {
+                "implementation": "redispy",
+                "key_prefix": KEY_PREFIX,
+                "socket_connect_timeout": 1,
+                "socket_timeout": 1,
+            }
+        self.storage = storage_from_string("async+" + uri, **options)
+        self.strategy = MovingWindowRateLimiter(self.storage)
+
+    def client(self, request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return client_ip(peer, request.headers.getlist("x-forwarded-for"), self.proxies)
+
+    async def hit_anonymous(self, request: Request) -> None:
+        """One new anonymous account for this client IP."""
+        await self._hit(self.anonymous_limits, ("anonymous", "ip", self.client(request)))
+
+    async def hit_credentials(self, request: Request, email: str | None) -> None:
+        """One login, conversion or reset request, counted per client IP and per address."""
+        keys = [("credentials", "ip", self.client(request))]
+        if email:
+            keys.append(("credentials", "email", email_key(email)))
+        for key in keys:
+            await self._hit(self.login_limits, key)
+
+    async def _hit(self, items: list[RateLimitItem], key: tuple[str, ...]) -> None:
+        for item in items:
+            try:
+                allowed = await self.strategy.hit(item, *key)
+                if allowed:
+                    continue
+                reset_at, _ = await self.strategy.get_window_stats(item, *key)
+            except Exception as exc:  # storage unreachable: fail open, loudly
+                log.warning("rate limit storage unavailable, not limiting: %s", exc)
+                return
+            retry_after = max(1, math.ceil(reset_at - time.time()))
+            raise AnonidError("rate_limited", headers={"Retry-After": str(retry_after)})
+
+    async def close(self) -> None:
+        """Release the Redis connections, if any."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception as exc:  # closing a broken connection must not fail shutdown
+                log.debug("closing rate limit storage: %s", exc)

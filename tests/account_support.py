@@ -1,0 +1,96 @@
+"""Helpers for the conversion, credential and page tests: guests, links read from the outbox."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import BASE_URL
+
+PASSWORD = "correct horse battery staple"
+LINK = re.compile(r"https?://\S+")
+
+
+def fresh_email(tag: str = "user") -> str:
+    return f"{tag}-{secrets.token_hex(6)}@example.org"
+
+
+async def new_guest(client: httpx.AsyncClient) -> dict[str, Any]:
+    """A new anonymous account; the client keeps its cookie."""
+    client.cookies.clear()
+    r = await client.post("/v1/anonymous")
+    assert r.status_code == 201, r.text
+    return r.json()["user"]  # type: ignore[no-any-return]
+
+
+async def outbox_emails(
+    engine: AsyncEngine, to: str, kind: str | None = None
+) -> list[dict[str, Any]]:
+    """Queued emails to an address (oldest first), as the worker would send them."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.text(
+                "SELECT payload FROM outbox WHERE kind = 'email' AND lower(payload->>'to') = lower(:to)"
+                " AND (CAST(:kind AS text) IS NULL OR payload->>'email_kind' = :kind) ORDER BY id"
+            ),
+            {"to": to, "kind": kind},
+        )
+        return [r.payload for r in rows]
+
+
+def link_in(email: dict[str, Any]) -> str:
+    match = LINK.search(email["text"])
+    assert match is not None, email["text"]
+    return match.group(0)
+
+
+def token_of(link: str) -> str:
+    return parse_qs(urlsplit(link).query)["token"][0]
+
+
+async def last_token(engine: AsyncEngine, to: str, kind: str) -> str:
+    emails = await outbox_emails(engine, to, kind)
+    assert emails, f"no {kind} email to {to}"
+    return token_of(link_in(emails[-1]))
+
+
+async def request_conversion(client: httpx.AsyncClient, email: str) -> httpx.Response:
+    return await client.post("/v1/me/conversion", json={"email": email})
+
+
+async def register(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    email: str | None = None,
+    password: str = PASSWORD,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A registered account made the way a person makes one; the client ends up logged in."""
+    email = email or fresh_email()
+    await new_guest(client)
+    if data is not None:
+        r = await client.put("/v1/me/data", json=data)
+        assert r.status_code == 200, r.text
+    r = await request_conversion(client, email)
+    assert r.status_code == 202, r.text
+    token = await last_token(engine, email, "conversion_setup")
+    r = await client.post("/v1/password-setup", json={"token": token, "password": password})
+    assert r.status_code == 200, r.text
+    return {"email": email, "password": password, **r.json()["user"]}
+
+
+def bare_client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
+    """Another browser: no cookies shared with any other client."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, **kwargs), base_url=BASE_URL, timeout=30
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
