@@ -44,7 +44,11 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(
-            {k: v for k, v in record.__dict__.items() if k not in _RESERVED and v is not None}
+            {
+                k: v
+                for k, v in record.__dict__.items()
+                if k not in _RESERVED and v is not None and not k.startswith("_")
+            }
         )
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -55,11 +59,11 @@ class ConsoleFormatter(logging.Formatter):
     """``time level logger [request id]: message``; the brackets only inside a request."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)-7s %(name)s%(rid)s: %(message)s")
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s%(_rid)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = getattr(record, "request_id", None)
-        record.rid = f" [{request_id}]" if request_id else ""
+        record._rid = f" [{request_id}]" if request_id else ""
         return super().format(record)
 
 

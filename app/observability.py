@@ -14,8 +14,9 @@ import logging
 import re
 import secrets
 import time
+from typing import Any
 
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
@@ -38,23 +39,35 @@ def incoming_request_id(scope: Scope) -> str:
 
 
 def route_template(scope: Scope) -> str:
-    """The path template of the route that handled (or would handle) the request."""
+    """The path template of the route that handled the request (``None`` before routing)."""
     route = scope.get("route")
     path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return path
-    # Refused before routing (CSRF, media type, size): find the route it was meant for.
-    app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = candidate.matches({**scope, "type": "http"})
-        if match is not Match.NONE:
-            return str(getattr(candidate, "path", UNMATCHED))
-    return UNMATCHED
+    return path if isinstance(path, str) else UNMATCHED
+
+
+def documented_templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    """Path patterns of every documented route, for requests refused before routing."""
+    try:
+        paths = app.openapi().get("paths", {})
+    except Exception:  # no schema, no templates: such requests are labelled "unmatched"
+        return []
+    return [(compile_path(template)[0], template) for template in paths]
 
 
 class RequestObserver:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+
+    def template(self, scope: Scope) -> str:
+        routed = route_template(scope)
+        if routed != UNMATCHED or "app" not in scope:
+            return routed
+        # Refused before routing (CSRF, media type, size): name the route it was meant for.
+        if self._templates is None:
+            self._templates = documented_templates(scope["app"])
+        path = scope["path"]
+        return next((t for pattern, t in self._templates if pattern.match(path)), UNMATCHED)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,7 +91,7 @@ class RequestObserver:
         finally:
             elapsed = time.perf_counter() - started
             method = scope["method"]
-            route = route_template(scope)
+            route = self.template(scope)
             label = str(status)
             metrics.REQUESTS.labels(method, route, label).inc()
             metrics.REQUEST_SECONDS.labels(method, route, label).observe(elapsed)
