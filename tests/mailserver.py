@@ -18,6 +18,7 @@ import re
 import socket
 import ssl
 import time
+import warnings
 from collections.abc import Callable
 from email import message_from_bytes
 from email import policy as email_policy
@@ -26,6 +27,9 @@ from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+# aiosmtpd cannot tell that an smtps session is encrypted and warns about AUTH over "plain text".
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
 
 LINK = re.compile(r"https?://[^\s\"'<>]+")
 
@@ -106,14 +110,17 @@ class MailServer:
         elif self.tls == "smtps":
             controller_kwargs["ssl_context"] = self.ssl_context
         if self.credentials is not None:
+            # aiosmtpd sees only STARTTLS as TLS; with smtps the whole session is encrypted anyway.
             server_kwargs.update(
-                authenticator=self._authenticate, auth_required=True, auth_require_tls=True
+                authenticator=self._authenticate,
+                auth_required=True,
+                auth_require_tls=self.tls != "smtps",
             )
         controller = Controller(
             _Collect(self),
             hostname=self.host,
             port=self.port,
-            server_kwargs=server_kwargs,
+            **server_kwargs,
             **controller_kwargs,
         )
         # A just-stopped listener may linger for a moment; retry the bind briefly.
