@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import account, admin, errors, ops, public
+from app.api import account, admin, errors, ops, pages, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
 from app.db import create_engine, resolve_database_url
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     errors.install(app, cookies.name, cookies.clear)
     app.include_router(public.router)
     app.include_router(account.router)
+    app.include_router(pages.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)
     app.include_router(admin.router)

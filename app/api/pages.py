@@ -1,0 +1,444 @@
+"""Hosted pages (CONTRACT §5): set up, reset and log in with plain HTML forms, no JavaScript.
+
+Each form carries its own CSRF token: an HMAC of the form's name keyed by a random per-browser
+secret held in an HttpOnly, SameSite=Strict cookie, so a token for one form is useless on another
+and a page from another site can neither read nor forge it. The request guard's ``Origin`` check
+applies on top. Every page sends ``Referrer-Policy: no-referrer`` (two of them carry a token in
+the URL) and is never cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import secrets
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from sqlalchemy.engine import Row
+from starlette.responses import HTMLResponse, Response
+
+from app.api.account import login_and_merge
+from app.api.deps import Session, lenient_session, services
+from app.errors import AnonidError
+from app.lifecycle import conversion, credentials
+from app.lifecycle.tokens import Purpose, peek_link_token
+from app.services import Services
+
+log = logging.getLogger("anonid.pages")
+
+router = APIRouter(prefix="/account", tags=["hosted pages"])
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "pages"
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+CSRF_SECRET_BYTES = 32
+MAX_FIELD = 4096
+_CSRF_MESSAGE = "This form has expired or did not come from this site. Please try again."
+
+HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _form_body(*fields: str) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {f: {"type": "string"} for f in ("csrf", *fields)},
+        "required": ["csrf", *fields],
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    }
+
+
+def _html(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
+    documented: dict[int | str, dict[str, Any]] = {200: {"description": description, **HTML}}
+    for status, text in errors.items():
+        documented[int(status)] = {"description": text, **HTML}
+    return documented
+
+
+@cache
+def _env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+    )
+
+
+class Csrf:
+    """The per-browser secret and the per-form tokens derived from it."""
+
+    def __init__(self, request: Request, svc: Services) -> None:
+        self.cookie_name = f"{svc.cookies.name}_csrf"
+        self.secure = svc.settings.cookie_secure
+        current = request.cookies.get(self.cookie_name, "")
+        self.fresh = not _well_formed(current)
+        self.secret = secrets.token_urlsafe(CSRF_SECRET_BYTES) if self.fresh else current
+
+    def token(self, form: str) -> str:
+        mac = hmac.new(self.secret.encode(), f"anonid-form:{form}".encode(), hashlib.sha256)
+        return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+
+    def valid(self, form: str, submitted: str) -> bool:
+        return not self.fresh and hmac.compare_digest(self.token(form), submitted)
+
+    def cookie(self) -> str:
+        attrs = "Path=/account; HttpOnly; SameSite=Strict"
+        return f"{self.cookie_name}={self.secret}; {attrs}" + ("; Secure" if self.secure else "")
+
+
+def _well_formed(value: str) -> bool:
+    return 40 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
+
+
+def _page(
+    request: Request,
+    template: str,
+    status: int = 200,
+    *,
+    csrf: Csrf,
+    set_cookie: str | None = None,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Response:
+    body = _env().get_template(template).render({"error": None, "notice": None, **context})
+    response = HTMLResponse(body, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+    if csrf.fresh:
+        response.headers.append("set-cookie", csrf.cookie())
+    if set_cookie:
+        response.headers.append("set-cookie", set_cookie)
+    return response
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted fields as strings; anything unparseable is an empty form (refused by CSRF)."""
+    try:
+        form = await request.form(max_files=0, max_fields=16)
+    except Exception as exc:  # malformed bodies are the client's problem, never a 5xx
+        log.info("unreadable form: %s", type(exc).__name__)
+        return {}
+    return {k: v[:MAX_FIELD] for k, v in form.items() if isinstance(v, str)}
+
+
+def _session_cookie(svc: Services, row: Row[Any]) -> str:
+    return svc.cookies.set(svc.keys.issue(row.id, row.is_anonymous, row.session_version))
+
+
+def _done(request: Request, svc: Services, csrf: Csrf, row: Row[Any], title: str) -> Response:
+    message = f"You are logged in as {row.email}."
+    return _page(
+        request,
+        "done.html",
+        csrf=csrf,
+        set_cookie=_session_cookie(svc, row),
+        title=title,
+        message=message,
+        continue_url=svc.settings.public_url + "/",
+    )
+
+
+# Log in
+
+
+def _login_page(
+    request: Request, csrf: Csrf, session: Session | None, status: int = 200, **context: Any
+) -> Response:
+    context.setdefault("email", "")
+    guest = session is not None and session.claims.anon
+    return _page(
+        request,
+        "login.html",
+        status,
+        csrf=csrf,
+        title="Log in",
+        guest=guest,
+        form_token=csrf.token("login"),
+        **context,
+    )
+
+
+@router.get(
+    "/login",
+    summary="Hosted page: the login form",
+    response_class=HTMLResponse,
+    responses=_html("The form"),
+)
+async def login_form(
+    request: Request, session: Session | None = Depends(lenient_session)
+) -> Response:
+    return _login_page(request, Csrf(request, services(request)), session)
+
+
+@router.post(
+    "/login",
+    summary="Hosted page: log in (a guest session's data comes along)",
+    response_class=HTMLResponse,
+    responses=_html(
+        "Logged in; the session cookie is set",
+        **{
+            "401": "Wrong address or password: the form again, with the reason",
+            "403": "Missing or wrong CSRF token, or a foreign origin",
+            "429": "Too many attempts",
+        },
+    ),
+    openapi_extra=_form_body("email", "password"),
+)
+async def login_submit(
+    request: Request, session: Session | None = Depends(lenient_session)
+) -> Response:
+    svc = services(request)
+    csrf = Csrf(request, svc)
+    form = await _form(request)
+    email = form.get("email", "")
+    if not csrf.valid("login", form.get("csrf", "")):
+        return _login_page(request, csrf, session, 403, email=email, error=_CSRF_MESSAGE)
+    try:
+        limiter = svc.extras.get("limiter")
+        if limiter is not None:
+            await limiter.hit_credentials(request, email)
+        async with svc.engine.begin() as conn:
+            row, _ = await login_and_merge(conn, svc, session, email, form.get("password", ""))
+    except AnonidError as exc:
+        return _login_page(
+            request, csrf, session, exc.status, email=email, error=exc.message, headers=exc.headers
+        )
+    return _done(request, svc, csrf, row, "You are logged in")
+
+
+# Choose a password: setup (finishing a conversion) and reset
+
+
+_FLOWS: dict[Purpose, dict[str, str]] = {
+    "setup": {
+        "title": "Choose your password",
+        "intro": "Choose a password to keep your account. Everything you did as a guest stays.",
+        "button": "Save my account",
+        "action": "/account/setup",
+        "retry": "",
+        "done": "Your account is saved",
+    },
+    "reset": {
+        "title": "Choose a new password",
+        "intro": "Choose a new password. Every other session of your account will be signed out.",
+        "button": "Set the new password",
+        "action": "/account/reset",
+        "retry": "/account/reset",
+        "done": "Your password is changed",
+    },
+}
+
+
+def _password_page(
+    request: Request,
+    svc: Services,
+    csrf: Csrf,
+    purpose: Purpose,
+    token: str,
+    status: int = 200,
+    *,
+    form: bool = True,
+    email: str = "",
+    error: str | None = None,
+) -> Response:
+    flow = _FLOWS[purpose]
+    return _page(
+        request,
+        "choose_password.html",
+        status,
+        csrf=csrf,
+        title=flow["title"],
+        intro=flow["intro"],
+        button=flow["button"],
+        action=flow["action"],
+        retry_url=flow["retry"] if not form else "",
+        form=form,
+        token=token,
+        email=email,
+        min_length=svc.settings.password_min_length,
+        error=error,
+        form_token=csrf.token(purpose),
+    )
+
+
+async def _password_form(request: Request, purpose: Purpose, token: str) -> Response:
+    svc = services(request)
+    csrf = Csrf(request, svc)
+    try:
+        async with svc.autocommit.connect() as conn:
+            target = await peek_link_token(conn, token, purpose)
+    except AnonidError as exc:
+        return _password_page(
+            request, svc, csrf, purpose, "", exc.status, form=False, error=exc.message
+        )
+    return _password_page(request, svc, csrf, purpose, token, email=target.email)
+
+
+async def _password_submit(request: Request, purpose: Purpose) -> Response:
+    svc = services(request)
+    csrf = Csrf(request, svc)
+    form = await _form(request)
+    token = form.get("token") or request.query_params.get("token", "")
+    if not csrf.valid(purpose, form.get("csrf", "")):
+        return _password_page(request, svc, csrf, purpose, token, 403, error=_CSRF_MESSAGE)
+    password = form.get("password", "")
+    if password != form.get("password_again", password):
+        return _password_page(
+            request, svc, csrf, purpose, token, 422, error="The two passwords are not the same."
+        )
+    try:
+        async with svc.engine.begin() as conn:
+            if purpose == "setup":
+                row = await conversion.redeem_setup_link(conn, svc.settings, token, password)
+            else:
+                row = await credentials.confirm_password_reset(conn, svc.settings, token, password)
+    except AnonidError as exc:
+        # A bad password may be retried with the same link; a dead link cannot.
+        retry = exc.code == "weak_password"
+        return _password_page(
+            request,
+            svc,
+            csrf,
+            purpose,
+            token if retry else "",
+            exc.status,
+            form=retry,
+            error=exc.message,
+        )
+    return _done(request, svc, csrf, row, _FLOWS[purpose]["done"])
+
+
+_TOKEN_PAGE_ERRORS = {
+    "400": "The link is unknown, used or cancelled",
+    "410": "The link has expired",
+}
+
+
+@router.get(
+    "/setup",
+    summary="Hosted page: choose a password to finish a conversion (the link in the email)",
+    response_class=HTMLResponse,
+    responses=_html("The form", **_TOKEN_PAGE_ERRORS),
+)
+async def setup_form(request: Request, token: str = "") -> Response:
+    return await _password_form(request, "setup", token)
+
+
+@router.post(
+    "/setup",
+    summary="Hosted page: finish the conversion; the session cookie is set",
+    response_class=HTMLResponse,
+    responses=_html(
+        "The account is registered and logged in",
+        **_TOKEN_PAGE_ERRORS,
+        **{
+            "403": "Missing or wrong CSRF token",
+            "409": "The address belongs to another account",
+            "422": "The password is not accepted: the form again, with the reason",
+        },
+    ),
+    openapi_extra=_form_body("token", "password", "password_again"),
+)
+async def setup_submit(request: Request) -> Response:
+    return await _password_submit(request, "setup")
+
+
+@router.get(
+    "/reset",
+    summary="Hosted page: ask for a reset link (no token) or choose a new password (token)",
+    response_class=HTMLResponse,
+    responses=_html("The form", **_TOKEN_PAGE_ERRORS),
+)
+async def reset_form(request: Request, token: str | None = None) -> Response:
+    if token is not None:
+        return await _password_form(request, "reset", token)
+    svc = services(request)
+    csrf = Csrf(request, svc)
+    return _page(
+        request,
+        "reset_request.html",
+        csrf=csrf,
+        title="Reset your password",
+        form=True,
+        email="",
+        form_token=csrf.token("reset_request"),
+    )
+
+
+@router.post(
+    "/reset",
+    summary="Hosted page: send a reset link (form with `email`) or set the new password (`token`)",
+    response_class=HTMLResponse,
+    responses=_html(
+        "The link is on its way, or the password is changed and the session cookie set",
+        **_TOKEN_PAGE_ERRORS,
+        **{
+            "403": "Missing or wrong CSRF token",
+            "422": "The password is not accepted: the form again, with the reason",
+            "429": "Too many requests",
+        },
+    ),
+    openapi_extra=_form_body("email"),
+)
+async def reset_submit(request: Request) -> Response:
+    form = await _form(request)
+    if form.get("token") or request.query_params.get("token"):
+        return await _password_submit(request, "reset")
+    svc = services(request)
+    csrf = Csrf(request, svc)
+    email = form.get("email", "")
+    context: dict[str, Any] = {"title": "Reset your password", "email": email}
+    if not csrf.valid("reset_request", form.get("csrf", "")):
+        return _page(
+            request,
+            "reset_request.html",
+            403,
+            csrf=csrf,
+            form=True,
+            error=_CSRF_MESSAGE,
+            form_token=csrf.token("reset_request"),
+            **context,
+        )
+    try:
+        limiter = svc.extras.get("limiter")
+        if limiter is not None:
+            await limiter.hit_credentials(request, email)
+        async with svc.engine.begin() as conn:
+            await credentials.request_password_reset(conn, svc.settings, email)
+    except AnonidError as exc:
+        return _page(
+            request,
+            "reset_request.html",
+            exc.status,
+            csrf=csrf,
+            form=True,
+            error=exc.message,
+            headers=exc.headers,
+            form_token=csrf.token("reset_request"),
+            **context,
+        )
+    return _page(
+        request,
+        "reset_request.html",
+        csrf=csrf,
+        form=False,
+        notice="If an account has this address, a link to choose a new password is on its way.",
+        form_token="",
+        **context,
+    )
