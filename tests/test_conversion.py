@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db import create_engine
 from tests.account_support import (
     PASSWORD,
     bare_client,
@@ -22,6 +23,9 @@ from tests.account_support import (
     request_conversion,
     token_of,
 )
+from tests.conftest import make_settings, running_app
+from tests.mailserver import MailServer, html_of, links_in
+from tests.outbox_support import private_database, running_worker
 
 
 async def _user_row(engine: AsyncEngine, user_id: str) -> sa.Row:
@@ -340,3 +344,49 @@ async def test_weak_password_at_setup_leaves_the_link_usable(
     r = await _redeem(client, token, "short")
     assert r.status_code == 422 and r.json()["error"] == "weak_password"
     assert (await _redeem(client, token)).status_code == 200
+
+
+async def test_whole_flow_by_mail_from_request_to_registered_account(server_url: str) -> None:
+    """The link comes from a real SMTP delivery by the outbox worker, not from the database."""
+    with MailServer() as mail:
+        async with private_database(server_url) as url:
+            settings = make_settings(url, smtp_url=mail.url)
+            engine = create_engine(url, pool_size=2)
+            try:
+                async with (
+                    running_app(settings) as application,
+                    running_worker(engine, settings, smtp_url=settings.smtp_url),
+                    bare_client(application) as device,
+                ):
+                    guest = await new_guest(device)
+                    guest_cookie = device.cookies["anonid_session"]
+                    await device.patch(
+                        "/v1/me/data",
+                        json={"wishlist": ["book"]},
+                        headers={"Content-Type": "application/merge-patch+json"},
+                    )
+                    email = fresh_email("mailed")
+                    assert (await request_conversion(device, email)).status_code == 202
+
+                    msg = await mail.wait_for(lambda m: m["To"] == email, timeout=20)
+                    assert msg["Message-ID"] and html_of(msg)
+                    link = next(u for u in links_in(msg) if "/account/setup?token=" in u)
+                    assert link.startswith("https://anonid.test/")
+                    token = token_of(link)
+
+                    async with bare_client(application) as other:
+                        r = await _redeem(other, token)
+                        assert r.status_code == 200, r.text
+                        user = r.json()["user"]
+                        assert user["id"] == guest["id"] and user["data"] == {"wishlist": ["book"]}
+                        assert user["state"] == "registered" and user["email"] == email
+                        again = await _redeem(other, token)
+                        assert again.status_code == 400 and again.json()["error"] == "invalid_token"
+
+                    device.cookies.clear()
+                    stale = await device.get(
+                        "/v1/me", headers={"Cookie": f"anonid_session={guest_cookie}"}
+                    )
+                    assert stale.status_code == 401
+            finally:
+                await engine.dispose()
