@@ -111,8 +111,12 @@ def serve(
 
         uvicorn.run(create_app(settings, database_url=url), **common)
     else:
+        from app.metrics import multiprocess_directory
+
         os.environ[RESOLVED_URL_ENV] = url
-        uvicorn.run("app.main:worker_app", factory=True, workers=workers, **common)
+        # Workers share one metrics directory so /metrics adds up every worker's series.
+        with multiprocess_directory():
+            uvicorn.run("app.main:worker_app", factory=True, workers=workers, **common)
 
 
 @cli.command()

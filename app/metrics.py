@@ -4,10 +4,11 @@ Counters and histograms live in this process. Gauges that describe the database 
 state, outbox depth and failures) are computed at scrape time by one query, cached for
 ``DB_GAUGE_SECONDS`` so frequent scrapes cost nothing.
 
-Processes: by default each process keeps its own series, so with ``serve --workers N`` a scrape sees
-the worker that answered it. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory (the same one for
-every worker, before start) and ``/metrics`` aggregates all workers with prometheus-client's
-multiprocess collector; the database gauges then report the most recent value.
+Processes: a single process keeps its series in memory. ``serve --workers N`` points every worker
+at one fresh ``PROMETHEUS_MULTIPROC_DIR`` (removed at exit; an operator may set their own), and
+``/metrics`` then aggregates all workers with prometheus-client's multiprocess collector: counters
+and histograms add up, the database gauges report the most recent value. Without that variable,
+several independent processes (e.g. ``serve`` and ``worker``) each expose their own series.
 
 Other modules increment: ``EMAILS_SENT`` (``anonid_emails_sent_total``, per email delivered),
 ``WEBHOOKS_SENT`` (``anonid_webhooks_sent_total``), ``DELIVERY_FAILURES``
@@ -17,9 +18,13 @@ Other modules increment: ``EMAILS_SENT`` (``anonid_emails_sent_total``, per emai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 
 import sqlalchemy as sa
 from prometheus_client import (
@@ -143,3 +148,21 @@ def exposition() -> bytes:
         _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)
+
+
+@contextlib.contextmanager
+def multiprocess_directory() -> Iterator[None]:
+    """Set up prometheus-client's multiprocess mode for child processes started inside the block.
+
+    Must run before the children import prometheus-client; an operator-set directory is kept.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="anonid-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(directory, ignore_errors=True)

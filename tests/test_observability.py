@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from pathlib import Path
 
 import httpx
 import orjson
@@ -24,6 +25,7 @@ from tests.lifecycle_support import (
     insert_guests,
     new_guest,
 )
+from tests.processes import Served, clean_env, free_port
 
 NAMED_SERIES = {
     "anonid_http_requests": "counter",
@@ -225,3 +227,25 @@ def test_configure_logging_silences_loggers_that_print_raw_urls() -> None:
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_metrics_add_up_across_serve_workers(tmp_path: Path, database_url: str) -> None:
+    env = clean_env(
+        ANONID_DATABASE_URL=database_url,
+        ANONID_RUN_WORKER="false",
+        ANONID_CULL_INTERVAL_MINUTES="0",
+        ANONID_LOG_FORMAT="json",
+    )
+    served = Served(tmp_path, env, free_port(18300, 18399), "--workers", "2")
+    try:
+        served.wait_ready()
+        for _ in range(30):  # a new connection each time, so both workers answer some
+            assert httpx.get(served.base + "/healthz", timeout=10).status_code == 200
+        text = httpx.get(served.base + "/metrics", timeout=10).text
+    finally:
+        assert served.stop() == 0
+    total = _value(text, "anonid_http_requests_total", method="GET", route="/healthz", status="200")
+    assert total == 30
+    assert "anonid_emails_sent_total" in text and "anonid_accounts" in text
+    log = served.log.read_text()
+    assert '"logger":"anonid.access"' in log and '"request_id"' in log
