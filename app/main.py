@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         allow_origins=settings.origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["content-type", "authorization", "x-anonid-token"],
+        allow_headers=["content-type", "authorization", "x-anonid-token", "x-request-id"],
+        expose_headers=["x-request-id"],
         max_age=600,
     )
     # Outermost of all: every response, refusals included, gets a request id, a log line, metrics.

@@ -249,3 +249,19 @@ def test_metrics_add_up_across_serve_workers(tmp_path: Path, database_url: str) 
     assert "anonid_emails_sent_total" in text and "anonid_accounts" in text
     log = served.log.read_text()
     assert '"logger":"anonid.access"' in log and '"request_id"' in log
+
+
+async def test_browsers_may_send_and_read_the_request_id(client: httpx.AsyncClient) -> None:
+    origin = "https://anonid.test"
+    preflight = await client.options(
+        "/v1/me",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-request-id",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "x-request-id" in preflight.headers["access-control-allow-headers"].lower()
+    r = await client.get("/healthz", headers={"Origin": origin})
+    assert "x-request-id" in r.headers["access-control-expose-headers"].lower()
