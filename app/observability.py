@@ -88,24 +88,31 @@ class RequestObserver:
 
         try:
             await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - started
-            method = scope["method"]
-            route = self.template(scope)
-            label = str(status)
-            metrics.REQUESTS.labels(method, route, label).inc()
-            metrics.REQUEST_SECONDS.labels(method, route, label).observe(elapsed)
-            access_log.info(
-                "%s %s %d %.1fms",
-                method,
-                route,
-                status,
-                elapsed * 1000,
-                extra={
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                },
-            )
-            request_id_var.reset(token)
+        except BaseException:
+            self._observe(scope, status, started)
+            # Left set on purpose: the 500 handler runs outside this middleware, in the same task,
+            # and its traceback record must carry the request id too.
+            raise
+        self._observe(scope, status, started)
+        request_id_var.reset(token)
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        method = scope["method"]
+        route = self.template(scope)
+        label = str(status)
+        metrics.REQUESTS.labels(method, route, label).inc()
+        metrics.REQUEST_SECONDS.labels(method, route, label).observe(elapsed)
+        access_log.info(
+            "%s %s %d %.1fms",
+            method,
+            route,
+            status,
+            elapsed * 1000,
+            extra={
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+            },
+        )

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.lifecycle.cull import run_cull
 from app.logs import ConsoleFormatter, JsonFormatter, configure_logging
-from tests.conftest import AppFactory, make_settings
+from tests.conftest import AppFactory, make_settings, running_app
 from tests.lifecycle_support import (
     ADMIN_KEY,
     FAR_CUTOFF_DAYS,
@@ -265,3 +265,23 @@ async def test_browsers_may_send_and_read_the_request_id(client: httpx.AsyncClie
     assert "x-request-id" in preflight.headers["access-control-allow-headers"].lower()
     r = await client.get("/healthz", headers={"Origin": origin})
     assert "x-request-id" in r.headers["access-control-expose-headers"].lower()
+
+
+async def test_an_unhandled_error_is_logged_with_the_request_id(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_app(make_settings(database_url)) as app:
+
+        async def boom() -> None:
+            raise RuntimeError("kaboom")
+
+        app.add_api_route("/boom", boom)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="https://anonid.test") as c:
+            with caplog.at_level(logging.INFO):
+                r = await c.get("/boom", headers={"X-Request-Id": "req-boom-1"})
+    assert r.status_code == 500 and r.json()["error"] == "internal_error"
+    errors = [rec for rec in caplog.records if rec.exc_info and rec.levelno >= logging.ERROR]
+    assert errors and all(rec.request_id == "req-boom-1" for rec in errors)
+    (access,) = [rec for rec in caplog.records if rec.name == "anonid.access"]
+    assert access.status == 500 and access.route == "/boom"
