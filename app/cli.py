@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -106,17 +107,68 @@ def serve(
         "proxy_headers": False,
         "server_header": False,
     }
-    if workers == 1:
-        from app.main import create_app
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 (comparison)
+    with _mail_target(settings, f"http://{shown}:{port}/dev/mail"):
+        if workers == 1:
+            from app.main import create_app
 
-        uvicorn.run(create_app(settings, database_url=url), **common)
-    else:
-        from app.metrics import multiprocess_directory
+            uvicorn.run(create_app(settings, database_url=url), **common)
+        else:
+            from app.metrics import multiprocess_directory
 
-        os.environ[RESOLVED_URL_ENV] = url
-        # Workers share one metrics directory so /metrics adds up every worker's series.
-        with multiprocess_directory():
-            uvicorn.run("app.main:worker_app", factory=True, workers=workers, **common)
+            os.environ[RESOLVED_URL_ENV] = url
+            # Workers share one metrics directory so /metrics adds up every worker's series.
+            with multiprocess_directory():
+                uvicorn.run("app.main:worker_app", factory=True, workers=workers, **common)
+
+
+@contextlib.contextmanager
+def _mail_target(settings: Settings, inbox: str) -> Iterator[str]:
+    """Where email goes: ``ANONID_SMTP_URL``, else a local catcher running for the block."""
+    if settings.smtp_url:
+        yield settings.smtp_url
+        return
+    from app.catcher import LocalCatcher, mail_dir
+
+    catcher = LocalCatcher(mail_dir(settings)).start()
+    # The app (and every `serve --workers N` child) finds the catcher through the environment.
+    os.environ.update(catcher.environment())
+    typer.echo(
+        f"anonid: no ANONID_SMTP_URL, so emails are caught locally: read them at {inbox} "
+        f"(files in {catcher.directory})",
+        err=True,
+    )
+    try:
+        yield catcher.url
+    finally:
+        catcher.stop()
+
+
+@cli.command()
+def worker() -> None:
+    """Deliver the outbox (emails, webhooks) and run the scheduled cull, until stopped."""
+    from app.outbox.worker import OutboxWorker
+
+    settings = _settings()
+    url = _database(settings)
+
+    async def go(smtp_url: str) -> None:
+        engine = create_engine(url, pool_size=4)
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            await OutboxWorker(engine, settings, smtp_url=smtp_url).run()
+        except asyncio.CancelledError:
+            pass  # stopped by a signal, claims handed back
+        finally:
+            await engine.dispose()
+
+    with _mail_target(settings, "/dev/mail of `anonid serve`") as smtp_url:
+        typer.echo("anonid: worker delivering the outbox; stop with Ctrl-C or SIGTERM", err=True)
+        _run(lambda: go(smtp_url))
 
 
 @cli.command()

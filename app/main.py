@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
-from app.api import account, admin, errors, ops, pages, public
+from app.api import account, admin, devmail, errors, ops, pages, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
+from app.catcher import caught_mail_dir, effective_smtp_url
 from app.db import create_engine, resolve_database_url
 from app.middleware import RequestGuard
 from app.observability import RequestObserver
@@ -56,6 +57,11 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         app.state.services = services
         services.extras["limiter"] = RateLimiter(settings)
         tasks = [asyncio.create_task(_refresh_keys(keys), name="anonid-keys")]
+        if settings.run_worker:
+            from app.outbox.worker import OutboxWorker
+
+            worker = OutboxWorker(engine, settings, smtp_url=effective_smtp_url(settings))
+            tasks.append(asyncio.create_task(worker.run(), name="anonid-worker"))
         try:
             yield
         finally:
@@ -79,6 +85,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(privacy_api.router)
     app.include_router(admin.router)
     app.include_router(metrics_api.router)
+    app.include_router(devmail.router)
+    app.state.caught_mail_dir = caught_mail_dir(settings)
 
     # Outermost first: CORS answers preflights and decorates every response, the guard refuses
     # cross-site, wrongly typed or oversized requests before any route runs.

@@ -1,0 +1,91 @@
+"""``GET /dev/mail``: the local catcher's inbox, only while the catcher is in use (else 404)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
+from starlette.responses import HTMLResponse, Response
+
+from app.api.errors import responses
+from app.catcher import LINK, CaughtMail, read_caught
+from app.errors import AnonidError
+
+router = APIRouter(tags=["development"])
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "pages"
+HEADERS = {
+    "Cache-Control": "no-store",
+    # The links carry live tokens: never leak them to the next site through Referer.
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+
+
+@cache
+def _env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+    )
+
+
+@dataclass(frozen=True)
+class _Shown:
+    name: str
+    received_at: datetime
+    sender: str
+    to: str
+    subject: str
+    body: Markup
+
+
+def linkify(text: str) -> Markup:
+    """The text, HTML-escaped, with every http(s) URL turned into a link."""
+    out: list[str] = []
+    last = 0
+    for match in LINK.finditer(text):
+        out.append(str(escape(text[last : match.start()])))
+        url = escape(match.group(0))
+        out.append(f'<a href="{url}" rel="noreferrer">{url}</a>')
+        last = match.end()
+    out.append(str(escape(text[last:])))
+    return Markup("".join(out))  # noqa: S704 (every piece above is escaped)
+
+
+def _shown(mail: CaughtMail) -> _Shown:
+    return _Shown(
+        mail.name, mail.received_at, mail.sender, mail.to, mail.subject, linkify(mail.text)
+    )
+
+
+@router.get(
+    "/dev/mail",
+    summary="Emails caught by the local catcher, newest first (only without ANONID_SMTP_URL)",
+    response_class=HTMLResponse,
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}},
+        **responses("not_found"),
+    },
+)
+async def dev_mail(request: Request) -> Response:
+    directory: Path | None = getattr(request.app.state, "caught_mail_dir", None)
+    if directory is None:
+        raise AnonidError("not_found", "There is no local mail catcher: ANONID_SMTP_URL is set.")
+    mails = await asyncio.to_thread(read_caught, directory)
+    page = (
+        _env()
+        .get_template("dev_mail.html")
+        .render(mails=[_shown(m) for m in mails], directory=str(directory))
+    )
+    return HTMLResponse(page, headers=HEADERS)

@@ -1,0 +1,159 @@
+"""The local mail catcher and ``GET /dev/mail``: caught mail, newest first, links clickable."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.catcher import LocalCatcher, read_caught
+from app.db import create_engine
+from app.outbox.enqueue import enqueue_email
+from app.settings import Settings
+from tests.conftest import client_for, make_settings, running_app
+from tests.mailserver import MailServer
+from tests.outbox_support import PORTS, address, private_database, running_worker, until
+from tests.processes import Served, clean_env, free_port
+
+
+@pytest.fixture(scope="module")
+async def mail_db_url(server_url: str) -> AsyncIterator[str]:
+    async with private_database(server_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def db(mail_db_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(mail_db_url, pool_size=5)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DELETE FROM outbox"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def catcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalCatcher]:
+    """A running catcher, announced to apps created in this test as `serve` announces it."""
+    local = LocalCatcher(tmp_path / "mail").start()
+    for name, value in local.environment().items():
+        monkeypatch.setenv(name, value)
+    yield local
+    local.stop()
+
+
+async def enqueue_setup(engine: AsyncEngine, settings: Settings, to: str, token: str) -> None:
+    async with engine.begin() as conn:
+        await enqueue_email(
+            conn,
+            settings,
+            kind="conversion_setup",
+            to=to,
+            user_id=None,
+            context={"link": settings.link(settings.setup_url, token), "ttl_hours": 24},
+        )
+
+
+async def test_dev_mail_lists_caught_mail_newest_first_with_clickable_links(
+    db: AsyncEngine, mail_db_url: str, catcher: LocalCatcher
+) -> None:
+    settings = make_settings(mail_db_url)
+    first, second = address(), address()
+    async with running_worker(db, settings, smtp_url=catcher.url):
+        await enqueue_setup(db, settings, first, "tok-first")
+
+        async def caught(n: int) -> bool:
+            return len(read_caught(catcher.directory)) >= n
+
+        await until(lambda: caught(1))
+        await enqueue_setup(db, settings, second, "tok-second")
+        await until(lambda: caught(2))
+
+    async with running_app(settings) as app, client_for(app) as client:
+        response = await client.get("/dev/mail")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["cache-control"] == "no-store"
+    page = response.text
+    assert page.index(second) < page.index(first)  # newest first
+    assert page.count("Choose a password to keep your account") == 2
+    link = "https://anonid.test/account/setup?token=tok-second"
+    assert f'<a href="{link}" rel="noreferrer">{link}</a>' in page
+    assert re.search(r"<time datetime=\"\d{4}-\d\d-\d\dT", page)
+
+
+async def test_dev_mail_escapes_what_it_shows(
+    db: AsyncEngine, mail_db_url: str, catcher: LocalCatcher
+) -> None:
+    settings = make_settings(mail_db_url)
+    async with running_worker(db, settings, smtp_url=catcher.url):
+        await enqueue_setup(db, settings, address(), 'x"><script>alert(1)</script>')
+
+        async def caught() -> bool:
+            return bool(read_caught(catcher.directory))
+
+        await until(caught)
+    async with running_app(settings) as app, client_for(app) as client:
+        page = (await client.get("/dev/mail")).text
+    assert "<script>alert(1)" not in page
+    assert "&lt;script&gt;alert(1)" in page
+
+
+async def test_dev_mail_is_404_when_an_smtp_url_is_set(
+    mail_db_url: str, catcher: LocalCatcher
+) -> None:
+    with MailServer() as server:
+        settings = make_settings(mail_db_url, smtp_url=server.url)
+        async with running_app(settings) as app, client_for(app) as client:
+            response = await client.get("/dev/mail")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+async def test_dev_mail_is_404_without_a_catcher(mail_db_url: str) -> None:
+    async with running_app(make_settings(mail_db_url)) as app, client_for(app) as client:
+        response = await client.get("/dev/mail")
+    assert response.status_code == 404
+
+
+def _serve_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
+    return clean_env(
+        ANONID_DATABASE_URL=database_url,
+        ANONID_DATA_DIR=str(data_dir),
+        ANONID_PUBLIC_URL="http://127.0.0.1:8000",
+        ANONID_COOKIE_SECURE="false",
+        ANONID_CULL_INTERVAL_MINUTES="0",
+        **extra,
+    )
+
+
+async def test_serve_without_smtp_url_catches_mail_and_shows_it_at_dev_mail(
+    db: AsyncEngine, mail_db_url: str, tmp_path: Path
+) -> None:
+    served = Served(tmp_path, _serve_env(mail_db_url, tmp_path / "data"), free_port(*PORTS))
+    try:
+        await asyncio.to_thread(served.wait_ready)
+        settings = make_settings(mail_db_url, public_url="http://127.0.0.1:8000")
+        recipient = address()
+        await enqueue_setup(db, settings, recipient, "served-token")
+        async with httpx.AsyncClient(base_url=served.base, timeout=10) as client:
+
+            async def shown() -> bool:
+                return recipient in (await client.get("/dev/mail")).text
+
+            await until(shown, timeout=30)
+            page = (await client.get("/dev/mail")).text
+    finally:
+        await asyncio.to_thread(served.stop)
+    log = served.log.read_text()
+    assert f"read them at {served.base}/dev/mail" in log
+    assert str((tmp_path / "data" / "mail").resolve()) in log
+    link = "http://127.0.0.1:8000/account/setup?token=served-token"
+    assert f'<a href="{link}"' in page
+    assert list((tmp_path / "data" / "mail").glob("*.eml"))
