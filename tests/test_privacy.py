@@ -50,13 +50,22 @@ async def test_export_contains_the_data_and_events_and_no_secrets(
     assert r.status_code == 200
     link_token = await add_link(engine, user)
     await add_email(engine, user, link_token)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE users SET pending_email = 'later@example.test', "
+                "pending_until = now() + interval '1 day' WHERE id = :u"
+            ),
+            {"u": uuid.UUID(user)},
+        )
 
     r = await client.get("/v1/me/export", headers=bearer(token))
 
     assert r.status_code == 200, r.text
     assert r.headers["cache-control"] == "no-store"
     export = r.json()
-    assert export["user"]["id"] == user and export["user"]["state"] == "anonymous"
+    assert export["user"]["id"] == user and export["user"]["state"] == "pending"
+    assert export["pending_conversion"]["email"] == "later@example.test"
     assert export["user"]["data"] == {"favourites": ["tea"], "theme": "dark"}
     assert export["user"]["has_password"] is False
     assert [e["type"] for e in export["events"]] == ["user.anonymous_created"]
