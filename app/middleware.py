@@ -81,7 +81,13 @@ class RequestGuard:
         origin_header = headers.get(b"origin") or headers.get(b"referer")
         if origin_header is not None:
             origin = _origin_of(origin_header.decode("latin-1"))
-            if origin not in self.allowed_origins:
+            # Under "Referrer-Policy: no-referrer" (the hosted pages) a browser sends
+            # "Origin: null" with the page's own form posts; Sec-Fetch-Site, which no page can
+            # set, still says whether the post came from this very origin.
+            own_page = origin_header == b"null" and (
+                headers.get(b"sec-fetch-site", b"").lower() == b"same-origin"
+            )
+            if origin not in self.allowed_origins and not own_page:
                 return "csrf_rejected"
         if cookie_auth and headers.get(b"sec-fetch-site", b"").lower() == b"cross-site":
             return "csrf_rejected"
