@@ -190,6 +190,34 @@ async def test_second_culler_returns_at_once_and_logs_why(
     assert (await run_cull(engine, settings, older_than_days=FAR_CUTOFF_DAYS))["deleted"] >= 2
 
 
+async def test_a_cancelled_cull_leaves_the_lock_free(engine: AsyncEngine, settings) -> None:
+    stale = await insert_guests(engine, 3, days_ago=FAR_PAST_DAYS)
+    held = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    async with engine.connect() as blocker:
+        # The batch's event insert waits on this table lock, so the cull is mid-batch when cancelled.
+        await blocker.execute(sa.text("LOCK TABLE events IN EXCLUSIVE MODE"))
+        task = asyncio.create_task(run_cull(engine, settings, older_than_days=FAR_CUTOFF_DAYS))
+        for _ in range(200):
+            async with engine.connect() as probe:
+                if await probe.scalar(held):
+                    break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await blocker.rollback()
+
+    async with engine.connect() as probe:
+        assert await probe.scalar(held) == 0
+    assert await existing(engine, stale) == set(stale)  # the interrupted batch rolled back
+    result = await run_cull(engine, settings, older_than_days=FAR_CUTOFF_DAYS)
+    assert result["deleted"] >= 3 and await existing(engine, stale) == set()
+
+
 async def test_cull_defaults_to_cull_after_days(engine: AsyncEngine, database_url: str) -> None:
     settings = make_settings(database_url, cull_after_days=FAR_CUTOFF_DAYS)
     stale = await insert_guests(engine, 1, days_ago=FAR_PAST_DAYS)

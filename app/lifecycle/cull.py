@@ -145,6 +145,8 @@ async def _release(conn: AsyncConnection) -> None:
             await conn.rollback()
         await conn.execute(_UNLOCK, {"key": CULL_LOCK})
         await conn.commit()
-    except Exception:
+    except BaseException as exc:  # cancellation too: a half-released lock must not be pooled
         log.warning("could not release the cull lock cleanly; discarding the connection")
         await conn.invalidate()
+        if not isinstance(exc, Exception):
+            raise
