@@ -1,0 +1,363 @@
+"""The benchmark runner (issue 6): anonid, the yardstick and fastapi-users side by side.
+
+    python bench/run.py            # the full run; writes bench/RESULTS.md
+    python bench/run.py --quick    # shorter runs, fewer rows; prints the report
+    python bench/run.py --smoke    # starts everything and touches every phase (< 1 minute)
+
+Needs wrk (Debian's package) and the ``bench`` extra (``pip install -e '.[bench]'``), and a
+PostgreSQL where it may create and drop databases (``--pg-url``, default the service at
+127.0.0.1:5432). Every process it starts is stopped and every database it creates is dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import asyncpg
+import extras
+import pools
+import report
+from mail import MailCatcher
+from servers import (
+    BENCH,
+    Server,
+    anonid_command,
+    anonid_serve_command,
+    create_database,
+    database_url,
+    drop_database,
+    run_checked,
+    uvicorn_command,
+)
+from wrk import WrkResult, run_wrk, wrk_binary
+
+PORTS = {"anonid": 18501, "yardstick": 18502, "fastapi-users": 18503, "anonid-2w": 18504}
+SMTP_PORT = 18525
+PHASES = ("main", "scaling", "argon2", "email", "cull", "memory")
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    seconds: int  # one wrk run
+    rounds: int  # A B A B …
+    warmup: int  # seconds of unrecorded load per target before its rounds (0: none)
+    pool: int  # pre-created sessions per system
+    fau_pool: int  # fastapi-users accounts (each costs a password hash to create)
+    cull_total: int  # rows in the cull table; half of them stale
+    email_seconds: int  # conversions at 50/s for this long
+    argon2_seconds: int
+    memory_half: int  # requests per half of the memory run
+    scaling_rounds: int
+
+
+MODES = {
+    "smoke": Mode("smoke", 1, 1, 0, 40, 4, 4_000, 2, 2, 1_000, 1),
+    "quick": Mode("quick", 5, 2, 2, 500, 20, 200_000, 6, 5, 10_000, 1),
+    "full": Mode("full", 10, 3, 3, 1000, 40, 2_000_000, 20, 10, 50_000, 2),
+}
+
+
+@dataclass
+class Bench:
+    mode: Mode
+    admin_url: str
+    work: Path
+    run_id: str
+    servers: dict[str, Server] = field(default_factory=dict)
+    databases: list[str] = field(default_factory=list)
+    tokens: dict[str, Path] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    mail: MailCatcher | None = None
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    # Databases and servers.
+
+    async def database(self, suffix: str) -> str:
+        name = f"anonid_bench_{self.run_id}_{suffix}"
+        await create_database(self.admin_url, name)
+        self.databases.append(name)
+        return database_url(self.admin_url, name)
+
+    def anonid_env(self, db_url: str) -> dict[str, str]:
+        return {
+            "ANONID_DATABASE_URL": db_url,
+            # One issuer for every anonid process here, so they accept each other's sessions.
+            "ANONID_PUBLIC_URL": f"http://127.0.0.1:{PORTS['anonid']}",
+            "ANONID_COOKIE_SECURE": "false",
+            "ANONID_AUTO_MIGRATE": "false",
+            # One client IP sends everything here; the limiter still runs on every request.
+            "ANONID_ANONYMOUS_RATE_LIMIT": "100000/second",
+            "ANONID_LOGIN_RATE_LIMIT": "100000/second",
+            # The runner culls when it measures the cull, not the scheduler.
+            "ANONID_CULL_INTERVAL_MINUTES": "0",
+            "ANONID_SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}",
+        }
+
+    async def start_anonid(self, name: str, workers: int = 1) -> Server:
+        port = PORTS[name]
+        env = self.anonid_env(self.results["anonid_db"])
+        server = Server(
+            name,
+            anonid_serve_command(port, workers),
+            port,
+            env,
+            self.work / f"{name}.log",
+            ready_path="/healthz",
+        )
+        await server.start()
+        self.servers[name] = server
+        return server
+
+    async def start_all(self) -> None:
+        anonid_db = await self.database("anonid")
+        self.results["anonid_db"] = anonid_db
+        conn = await asyncpg.connect(anonid_db)
+        try:
+            self.results["pg_version"] = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+        self.log("migrating the anonid database (anonid migrate)")
+        run_checked(
+            [*anonid_command(), "migrate"],
+            self.anonid_env(anonid_db),
+            self.work / "migrate.log",
+        )
+        yard_db = await self.database("yardstick")
+        fau_db = await self.database("fastapi_users")
+        self.mail = MailCatcher(SMTP_PORT)
+        self.mail.start()
+        self.log("starting anonid, the yardstick and fastapi-users")
+        yard = Server(
+            "yardstick",
+            uvicorn_command("yardstick", PORTS["yardstick"]),
+            PORTS["yardstick"],
+            {"YARDSTICK_DATABASE_URL": yard_db},
+            self.work / "yardstick.log",
+            ready_path="/me",
+        )
+        fau = Server(
+            "fastapi-users",
+            uvicorn_command("fastapi_users_app", PORTS["fastapi-users"]),
+            PORTS["fastapi-users"],
+            {
+                "FASTAPI_USERS_DATABASE_URL": fau_db.replace(
+                    "postgresql://", "postgresql+asyncpg://"
+                )
+            },
+            self.work / "fastapi-users.log",
+            ready_path="/docs",
+        )
+        await asyncio.gather(self.start_anonid("anonid"), yard.start(), fau.start())
+        self.servers["yardstick"] = yard
+        self.servers["fastapi-users"] = fau
+
+    async def make_pools(self) -> None:
+        self.log(f"creating session pools ({self.mode.pool} per system)")
+        a, y, f = await asyncio.gather(
+            pools.anonid_tokens(self.servers["anonid"].url, self.mode.pool),
+            pools.yardstick_tokens(self.servers["yardstick"].url, self.mode.pool),
+            pools.fastapi_users_tokens(self.servers["fastapi-users"].url, self.mode.fau_pool),
+        )
+        self.tokens = {
+            "anonid": pools.write_tokens(self.work / "anonid.tokens", a),
+            "yardstick": pools.write_tokens(self.work / "yardstick.tokens", y),
+            "fastapi-users": pools.write_tokens(self.work / "fastapi-users.tokens", f),
+        }
+
+    async def cleanup(self) -> None:
+        for server in self.servers.values():
+            server.stop()
+        if self.mail is not None:
+            self.mail.stop()
+        for name in self.databases:
+            try:
+                await drop_database(self.admin_url, name)
+            except Exception as exc:  # report, but keep cleaning
+                self.log(f"could not drop database {name}: {exc}")
+
+    # wrk.
+
+    async def wrk(
+        self, target: str, path: str, script: str, seconds: float, **env: str
+    ) -> WrkResult:
+        server = self.servers[target]
+        pool_owner = "anonid" if target.startswith("anonid") else target
+        full_env = {"BENCH_PATH": path, **env}
+        if script != "post":
+            full_env.setdefault("BENCH_TOKENS", str(self.tokens[pool_owner]))
+            full_env.setdefault("BENCH_AUTH", "bearer" if target == "fastapi-users" else "cookie")
+        result = await run_wrk(server.url + path, script, seconds=seconds, env=full_env)
+        if result.bad_status or result.errors:
+            self.log(
+                f"  warning: {target} {path}: {result.bad_status} error statuses, "
+                f"{result.errors} socket errors"
+            )
+        return result
+
+    async def alternate(
+        self, scenarios: list[tuple[str, str, str, str, dict[str, str]]], rounds: int
+    ) -> dict[str, list[WrkResult]]:
+        """Run each (label, target, path, script, env) in turn, round after round (A B A B)."""
+        if self.mode.warmup:
+            for _label, target, path, script, env in scenarios:
+                await self.wrk(target, path, script, self.mode.warmup, **env)
+        out: dict[str, list[WrkResult]] = {label: [] for label, *_ in scenarios}
+        for round_no in range(rounds):
+            for label, target, path, script, env in scenarios:
+                result = await self.wrk(target, path, script, self.mode.seconds, **env)
+                out[label].append(result)
+                self.log(
+                    f"  round {round_no + 1} {label}: {result.rps:.0f} req/s, "
+                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
+                )
+        return out
+
+    # Phases.
+
+    async def phase_main(self) -> None:
+        self.log("phase main: 32 connections, one worker each, alternating")
+        patch = {"BENCH_METHOD": "PATCH"}
+        get = {"BENCH_METHOD": "GET"}
+        self.results["main"] = {
+            "POST /v1/anonymous": await self.alternate(
+                [
+                    ("anonid", "anonid", "/v1/anonymous", "post", {}),
+                    ("yardstick", "yardstick", "/anonymous", "post", {}),
+                ],
+                self.mode.rounds,
+            ),
+            "GET /v1/me": await self.alternate(
+                [
+                    ("anonid", "anonid", "/v1/me", "session", get),
+                    ("yardstick", "yardstick", "/me", "session", get),
+                    ("fastapi-users", "fastapi-users", "/users/me", "session", get),
+                ],
+                self.mode.rounds,
+            ),
+            "PATCH /v1/me/data": await self.alternate(
+                [
+                    ("anonid", "anonid", "/v1/me/data", "session", patch),
+                    ("yardstick", "yardstick", "/me/data", "session", patch),
+                ],
+                self.mode.rounds,
+            ),
+        }
+
+    async def phase_scaling(self) -> None:
+        self.log("phase scaling: anonid --workers 2 against --workers 1 (same database)")
+        await self.start_anonid("anonid-2w", workers=2)
+        try:
+            get = {"BENCH_METHOD": "GET"}
+            patch = {"BENCH_METHOD": "PATCH"}
+            self.results["scaling"] = {
+                "POST /v1/anonymous": await self.alternate(
+                    [
+                        ("--workers 1", "anonid", "/v1/anonymous", "post", {}),
+                        ("--workers 2", "anonid-2w", "/v1/anonymous", "post", {}),
+                    ],
+                    self.mode.scaling_rounds,
+                ),
+                "GET /v1/me": await self.alternate(
+                    [
+                        ("--workers 1", "anonid", "/v1/me", "session", get),
+                        ("--workers 2", "anonid-2w", "/v1/me", "session", get),
+                    ],
+                    self.mode.scaling_rounds,
+                ),
+                "PATCH /v1/me/data": await self.alternate(
+                    [
+                        ("--workers 1", "anonid", "/v1/me/data", "session", patch),
+                        ("--workers 2", "anonid-2w", "/v1/me/data", "session", patch),
+                    ],
+                    self.mode.scaling_rounds,
+                ),
+            }
+        finally:
+            self.servers.pop("anonid-2w").stop()
+
+
+def machine_facts() -> dict[str, str]:
+    return report.machine_facts()
+
+
+async def run(args: argparse.Namespace) -> int:
+    mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    phases = [p for p in (args.only.split(",") if args.only else PHASES) if p]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        print(f"bench: unknown phase(s) {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    wrk_binary()  # fail early, with the install hint
+    work = Path(tempfile.mkdtemp(prefix="anonid-bench-"))
+    bench = Bench(mode, args.pg_url, work, run_id=f"{os.getpid()}")
+    started = dt.datetime.now(dt.UTC)
+    facts = machine_facts()
+    bench.log(f"mode {mode.name}; logs in {work}; load average {facts['load_before']}")
+    failed = False
+    try:
+        await bench.start_all()
+        await bench.make_pools()
+        for phase in phases:
+            if phase == "main":
+                await bench.phase_main()
+            elif phase == "scaling":
+                await bench.phase_scaling()
+            else:
+                await getattr(extras, f"phase_{phase}")(bench)
+    except Exception as exc:
+        failed = True
+        bench.log(f"FAILED: {type(exc).__name__}: {exc}")
+        bench.results["failure"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        await bench.cleanup()
+    facts["load_after"] = report.load_average()
+    command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    text = report.render(mode, bench.results, facts, started, command.strip(), PORTS)
+    output = args.output or (str(BENCH / "RESULTS.md") if mode.name == "full" else None)
+    if output:
+        Path(output).write_text(text)
+        bench.log(f"wrote {output}")
+    else:
+        print(text)
+    if failed:
+        return 1
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="shorter runs, fewer rows")
+    size.add_argument("--smoke", action="store_true", help="minimal run of every phase (CI)")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="a PostgreSQL database from which the runner may create and drop databases",
+    )
+    parser.add_argument("--only", help=f"comma list of phases ({','.join(PHASES)})")
+    parser.add_argument(
+        "--output", help="write the report here (default: bench/RESULTS.md for full runs)"
+    )
+    args = parser.parse_args()
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()
