@@ -51,6 +51,8 @@ def test_demo_serves_anonid_and_the_storefront_together_and_stops_both_on_ctrl_c
         assert shop in banner
         assert f"{anonid}/dev/mail" in banner
 
+        # The printed inbox is live: the demo runs the local mail catcher.
+        assert httpx.get(f"{anonid}/dev/mail").status_code == 200
         page = httpx.get(shop + "/")
         assert f'data-anonid="{anonid}"' in page.text
 
