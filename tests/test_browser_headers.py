@@ -10,6 +10,10 @@ import re
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.account_support import PASSWORD, bare_client, register
+from tests.conftest import BASE_URL, AppFactory
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
@@ -55,3 +59,27 @@ async def test_hosted_pages_declare_an_inline_icon_their_policy_allows(
     policy = r.headers["content-security-policy"]
     assert re.search(r"(^|;)\s*img-src data:\s*(;|$)", policy), policy
     assert "default-src 'none'" in policy
+
+
+@pytest.mark.parametrize(
+    ("allowed", "expected"),
+    [
+        ("https://shop.example,https://m.shop.example", "https://shop.example/"),
+        (None, BASE_URL + "/"),
+    ],
+)
+async def test_hosted_login_continues_to_the_app_the_visitor_came_from(
+    app_with: AppFactory, engine: AsyncEngine, allowed: str | None, expected: str
+) -> None:
+    app, c = await app_with(allowed_origins=allowed)
+    account = await register(c, engine)
+    async with bare_client(app) as browser:
+        page = await browser.get("/account/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        done = await browser.post(
+            "/account/login",
+            data={"csrf": csrf.group(1), "email": account["email"], "password": PASSWORD},
+        )
+    assert done.status_code == 200, done.text
+    assert f'<a href="{expected}">Continue</a>' in done.text

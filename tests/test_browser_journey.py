@@ -222,8 +222,11 @@ async def test_guest_favourites_survive_sign_up_logout_and_merge_on_login(
         await page.locator("form button[type=submit], form input[type=submit]").first.click()
     await journey.shot(page, "password-set")
 
-    # Back at the storefront: signed in, favourites kept.
-    await open_shop(page, stack.shop)
+    # "Continue" leads back to the storefront: signed in, favourites kept.
+    async with page.expect_navigation():
+        await page.get_by_role("link", name="Continue").click()
+    assert page.url == stack.shop + "/"
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
     await expect(page.locator("#who-label")).to_have_text("Signed in")
     await expect(page.locator("#who-email")).to_have_text(f" as {email}")
     await expect_favourites(page, "teapot", "plant")
@@ -257,7 +260,10 @@ async def test_guest_favourites_survive_sign_up_logout_and_merge_on_login(
     await journey.shot(page, "logged-in")
 
     # The guest's favourite was merged into the account's.
-    await open_shop(page, stack.shop)
+    async with page.expect_navigation():
+        await page.get_by_role("link", name="Continue").click()
+    assert page.url == stack.shop + "/"
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
     await expect(page.locator("#who-label")).to_have_text("Signed in")
     await expect_favourites(page, "teapot", "plant", "socks")
     await open_shop(page, stack.shop + "/favourites")

@@ -151,7 +151,8 @@ def _done(request: Request, svc: Services, csrf: Csrf, row: Row[Any], title: str
         set_cookie=_session_cookie(svc, row),
         title=title,
         message=message,
-        continue_url=svc.settings.public_url + "/",
+        # Back to the app the visitor came from (the first allowed origin); anonid has no home.
+        continue_url=svc.settings.origins[0] + "/",
     )
 
 
