@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from app.ids import new_id
 from app.outbox.claim import RetryPolicy, claim_due
 from app.outbox.enqueue import enqueue_email
 from app.outbox.worker import OutboxWorker
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running_app
 from tests.mailserver import MailServer, html_of, text_of
 from tests.outbox_support import (
     FAST,
@@ -32,6 +34,7 @@ from tests.outbox_support import (
     until,
 )
 from tests.pgcontrol import PrivatePostgres
+from tests.processes import ANONID, clean_env, run
 
 
 @pytest.fixture(scope="module")
@@ -126,10 +129,14 @@ async def test_email_enqueued_while_smtp_is_down_arrives_exactly_once_when_it_re
         await until(recorded)
         # One more pass over the outbox after the row was recorded as sent: nothing is resent.
         [control] = await enqueue(db, settings, address())
-        await mail.wait_for_count(2)
 
+        async def control_recorded() -> bool:
+            return (await outbox_row(db, control)).sent_at is not None
+
+        await until(control_recorded)
+
+    assert len(mail.messages) == 2
     assert [m["To"] for m in mail.messages].count(recipient) == 1
-    assert (await outbox_row(db, control)).sent_at is not None
 
 
 async def test_two_workers_send_each_of_many_emails_exactly_once(
@@ -223,9 +230,9 @@ async def test_a_crashed_workers_claim_expires_and_the_row_is_retried(
         [claimed] = await claim_due(conn, short, ["email"])
     assert claimed.id == row_id
 
+    assert (await outbox_row(db, row_id)).claimed_until == claimed.lease
+
     async with running_worker(db, settings, smtp_url=mail.url):
-        # Still leased: nobody may take it yet.
-        assert (await outbox_row(db, row_id)).sent_at is None
         await mail.wait_for(to(recipient))
 
         async def recorded() -> bool:
@@ -420,3 +427,67 @@ async def test_scheduled_cull_runs_in_the_worker(db: AsyncEngine, outbox_url: st
 
     async with running_worker(db, settings):
         await until(culled)
+
+
+async def test_app_runs_the_worker_in_process_when_run_worker_is_set(
+    db: AsyncEngine, mail: MailServer, outbox_url: str
+) -> None:
+    settings = make_settings(outbox_url, run_worker=True, smtp_url=mail.url)
+    recipient = address()
+    async with running_app(settings) as app:
+        tasks = {t.get_name(): t for t in asyncio.all_tasks()}
+        worker_task = tasks["anonid-worker"]
+        await enqueue(db, settings, recipient)
+        await mail.wait_for(to(recipient))
+    # Shutting the app down stops its worker.
+    assert worker_task.done()
+    assert app.state.services.settings.run_worker
+
+
+async def test_app_without_run_worker_sends_nothing(
+    db: AsyncEngine, mail: MailServer, outbox_url: str
+) -> None:
+    settings = make_settings(outbox_url, run_worker=False, smtp_url=mail.url)
+    async with running_app(settings):
+        assert "anonid-worker" not in {t.get_name() for t in asyncio.all_tasks()}
+        [row_id] = await enqueue(db, settings, address())
+    assert (await outbox_row(db, row_id)).attempts == 0
+
+
+async def test_anonid_worker_command_delivers_and_stops_on_sigterm(
+    db: AsyncEngine, mail: MailServer, outbox_url: str, tmp_path: Path
+) -> None:
+    env = clean_env(
+        ANONID_DATABASE_URL=outbox_url,
+        ANONID_SMTP_URL=mail.url,
+        ANONID_DATA_DIR=str(tmp_path / "data"),
+        ANONID_CULL_INTERVAL_MINUTES="0",
+    )
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [ANONID, "worker"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            recipient = address()
+            await enqueue(db, make_settings(outbox_url), recipient)
+            await mail.wait_for(to(recipient), timeout=60)
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert code == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def test_anonid_worker_refuses_an_unreachable_database_with_one_line(tmp_path: Path) -> None:
+    env = clean_env(
+        ANONID_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none",
+        ANONID_SMTP_URL="smtp://127.0.0.1:1",
+    )
+    result = run(["worker"], cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert result.stderr.startswith("anonid: cannot reach the database")
