@@ -52,8 +52,25 @@ def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
     for code in codes:
         by_status.setdefault(ERRORS[code][0], []).append(code)
     return {
-        status: {"model": ErrorBody, "description": "Error: " + ", ".join(f"`{c}`" for c in group)}
+        status: {
+            "description": "Error: " + ", ".join(f"`{c}`" for c in group),
+            # Spelled out as JSON: routes answering HTML (hosted pages) still send errors as JSON,
+            # and each status lists exactly the codes it can carry.
+            "content": {"application/json": {"schema": _error_schema(group)}},
+        }
         for status, group in sorted(by_status.items())
+    }
+
+
+def _error_schema(codes: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "title": "Error",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "enum": codes},
+            "message": {"type": "string"},
+        },
     }
 
 
@@ -66,6 +83,14 @@ def is_database_outage(exc: BaseException) -> bool:
     if isinstance(exc, sqlalchemy.exc.TimeoutError | sqlalchemy.exc.DisconnectionError):
         return True
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
+
+
+def _is_data_exception(exc: BaseException) -> bool:
+    """SQLSTATE class 22 (data exception), which asyncpg's dialect may raise as a bare DBAPIError:
+    a value such as a NUL character in text that PostgreSQL refuses to store."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return isinstance(code, str) and code.startswith("22")
 
 
 def install(app: FastAPI, cookie_name: str, clear_cookie: str) -> None:
@@ -90,7 +115,7 @@ def install(app: FastAPI, cookie_name: str, clear_cookie: str) -> None:
         if is_database_outage(exc):
             log.warning("database unavailable: %s", type(exc).__name__)
             return error_response("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
-        if isinstance(exc, sqlalchemy.exc.DataError):
+        if isinstance(exc, sqlalchemy.exc.DataError) or _is_data_exception(exc):
             # PostgreSQL refused a value the validators let through: the client's input, not a bug.
             return error_response("invalid_request", "A value in the request cannot be stored.")
         log.exception("database error")

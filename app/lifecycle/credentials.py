@@ -77,7 +77,7 @@ async def login(conn: AsyncConnection, email: str, password: str) -> Row[Any]:
     An unknown address still costs one argon2 verification, so timing does not reveal accounts.
     A hash made with weaker parameters than today's is replaced on success.
     """
-    row = (await conn.execute(_ACCOUNT_BY_EMAIL, {"email": email.strip()})).first()
+    row = await _account_by_email(conn, email)
     if row is None or row.password_hash is None:
         await burn_verify(password)
         raise AnonidError("invalid_credentials")
@@ -87,6 +87,13 @@ async def login(conn: AsyncConnection, email: str, password: str) -> Row[Any]:
         fresh = await hash_password(normalise(password))
         await conn.execute(_REHASH, {"id": row.id, "old": row.password_hash, "new": fresh})
     return row
+
+
+async def _account_by_email(conn: AsyncConnection, email: str) -> Row[Any] | None:
+    # PostgreSQL text cannot hold NUL, so no stored address has one (and the driver refuses it).
+    if "\x00" in email:
+        return None
+    return (await conn.execute(_ACCOUNT_BY_EMAIL, {"email": email.strip()})).first()
 
 
 async def _registered(conn: AsyncConnection, user_id: UUID, session_version: int) -> Row[Any]:
@@ -130,7 +137,7 @@ async def logout_everywhere(conn: AsyncConnection, user_id: UUID, session_versio
 
 async def request_password_reset(conn: AsyncConnection, settings: Settings, email: str) -> None:
     """Queue a reset link if ``email`` belongs to a registered account; silent otherwise."""
-    row = (await conn.execute(_ACCOUNT_BY_EMAIL, {"email": email.strip()})).first()
+    row = await _account_by_email(conn, email)
     if row is None:
         return
     ttl = timedelta(minutes=settings.reset_token_ttl_minutes)
