@@ -9,10 +9,12 @@ the documented schema. Where this fails, the spec or the code is wrong, never th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import Any
 
+import asyncpg
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -24,13 +26,17 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.generation.modes import GenerationMode
 from schemathesis.python.asgi import get_client
 
+from app.ids import new_id
+from app.lifecycle.passwords import hash_password, normalise
 from app.main import create_app
 from tests.conftest import make_settings
 
 EXAMPLES = 100
 ADMIN_KEY = "schemathesis-admin-key-0123456789"
+PASSWORD = "fuzzing tangerine lighthouse"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -94,6 +100,8 @@ def test_fuzzed_document_is_the_served_one(fuzzed_app: Any) -> None:
     assert served.json() == OPENAPI
     # Every operation of CONTRACT §5 that has landed is in the document the fuzzer walks.
     assert {"/v1/anonymous", "/v1/me", "/v1/me/data", "/healthz"} <= set(OPENAPI["paths"])
+    # The registered-only operations get a registered session in the session test.
+    assert {("POST", "/v1/me/password"), ("POST", "/v1/logout-all")} <= REGISTERED_ONLY
 
 
 def _new_anonymous_token(app: Any) -> str:
@@ -103,12 +111,60 @@ def _new_anonymous_token(app: Any) -> str:
         return str(response.json()["access_token"])
 
 
-def _credentials(case: Any, app: Any) -> dict[str, str]:
+def _new_registered_token(app: Any, database_url: str, password_hash: str) -> str:
+    """A registered account made directly in the database, and a session for it."""
+    user_id = new_id()
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "INSERT INTO users (id, email, is_anonymous, password_hash, converted_at)"
+                " VALUES ($1, $2, false, $3, now())",
+                user_id,
+                f"fuzz-{user_id.hex}@example.com",
+                password_hash,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(insert())
+    return str(app.app.state.services.keys.issue(user_id, False, 1).token)
+
+
+def _documents_code(operation: dict[str, Any], code: str) -> bool:
+    for response in operation.get("responses", {}).values():
+        for media in response.get("content", {}).values():
+            error = media.get("schema", {}).get("properties", {}).get("error", {})
+            if code in error.get("enum", []):
+                return True
+    return False
+
+
+# Operations only a registered account may use: they document `forbidden` for guests.
+REGISTERED_ONLY = {
+    (method.upper(), path)
+    for path, item in OPENAPI["paths"].items()
+    for method, operation in item.items()
+    if _documents_code(operation, "forbidden")
+}
+
+
+@pytest.fixture(scope="module")
+def password_hash() -> str:
+    return asyncio.run(hash_password(normalise(PASSWORD)))
+
+
+def _credentials(case: Any, app: Any, database_url: str, password_hash: str) -> dict[str, str]:
     path: str = case.operation.path
     if path.startswith("/v1/admin/"):
         return {"Authorization": f"Bearer {ADMIN_KEY}"}
     # A fresh user per case: a fuzzed logout-all or DELETE /v1/me must not end the next case's session.
-    return {"Authorization": f"Bearer {_new_anonymous_token(app)}"}
+    if (case.method.upper(), path) in REGISTERED_ONLY:
+        token = _new_registered_token(app, database_url, password_hash)
+    else:
+        token = _new_anonymous_token(app)
+    return {"Authorization": f"Bearer {token}"}
 
 
 @schema.parametrize()
@@ -119,10 +175,21 @@ def test_every_operation_conforms_without_credentials(case: Any) -> None:
 
 @schema.parametrize()
 @FUZZ
-def test_every_operation_conforms_with_a_valid_session(case: Any, fuzzed_app: Any) -> None:
+def test_every_operation_conforms_with_a_valid_session(
+    case: Any, fuzzed_app: Any, database_url: str, password_hash: str
+) -> None:
     headers = dict(case.headers or {})
-    headers.update(_credentials(case, fuzzed_app))
-    case.call_and_validate(headers=headers, checks=CHECKS)
+    headers.update(_credentials(case, fuzzed_app, database_url, password_hash))
+    response = case.call_and_validate(headers=headers, checks=CHECKS)
+    takes_input = case.operation.body or case.operation.path_parameters or case.operation.query
+    as_documented = (
+        case.method.upper() == case.operation.method.upper()
+        and case.meta is not None
+        and case.meta.generation.mode is GenerationMode.POSITIVE
+    )
+    if case.operation.path.startswith("/v1/") and as_documented and not takes_input:
+        # Nothing to get wrong but the session, and the session is valid: it must succeed.
+        assert 200 <= response.status_code < 300, (case.method, case.path, response.text)
 
 
 # A forged credential: arbitrary printable text, or a real token with one character replaced, cut
