@@ -308,6 +308,7 @@ async def test_starttls_with_credentials_delivers_over_a_verified_connection(
     assert msg["Subject"] == "Your password was changed"
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_smtps_with_credentials_delivers(
     db: AsyncEngine, outbox_url: str, tmp_path: Path
 ) -> None:
@@ -325,6 +326,7 @@ async def test_smtps_with_credentials_delivers(
     assert len(server.messages) == 1
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_an_untrusted_certificate_is_refused_by_default(
     db: AsyncEngine, outbox_url: str, tmp_path: Path
 ) -> None:
