@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import create_engine, start_embedded, upgrade_to_head
+from app.db import create_engine, start_embedded, stop_embedded, upgrade_to_head
 from app.main import create_app
 from app.settings import Settings
 
@@ -41,12 +42,18 @@ def _plain(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def server_url() -> Iterator[str]:
     """A PostgreSQL server: the CI service if named, else an embedded one for this run."""
     external = os.environ.get("ANONID_TEST_DATABASE_URL")
     if external:
-        return _plain(external)
-    return _plain(start_embedded(tmp_path_factory.mktemp("embedded-pg")))
+        yield _plain(external)
+        return
+    # Not under pytest's tmp_path: pytest prunes old basetemp folders, and a concurrent run
+    # would delete the data directory of a server still in use.
+    data_dir = Path(tempfile.mkdtemp(prefix="anonid-test-pg-"))
+    yield _plain(start_embedded(data_dir))
+    stop_embedded()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
