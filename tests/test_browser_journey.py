@@ -30,11 +30,11 @@ from playwright.async_api import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.browser import ensure_chromium
 from tests.processes import Served, clean_env, free_port
 from tests.storefront_support import storefront_process
 from tests.tokens import claims_for, sign
 
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -125,7 +125,7 @@ async def journey(request: pytest.FixtureRequest) -> AsyncIterator[Journey]:
     expect.set_options(timeout=STEP_TIMEOUT_MS)
     async with async_playwright() as p:
         browser = await p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            executable_path=ensure_chromium(), headless=True, args=CHROMIUM_ARGS
         )
         name = request.node.name.removeprefix("test_")[:40]
         for old in ARTIFACTS.glob(f"{name}-*.png"):
