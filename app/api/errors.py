@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 import orjson
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
@@ -74,8 +75,20 @@ def _error_schema(codes: list[str]) -> dict[str, Any]:
     }
 
 
+# Connection exceptions (08…) and a server shutting down, starting up or restarting (57P01-57P03):
+# asyncpg raises "the database system is shutting down" from connect() unwrapped by SQLAlchemy.
+OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _sqlstate(exc: object) -> str:
+    code = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    return code if isinstance(code, str) else ""
+
+
 def is_database_outage(exc: BaseException) -> bool:
     """Connection-level failures (server down, restarting, unreachable), not bad statements."""
+    if any(_sqlstate(e).startswith(OUTAGE_SQLSTATES) for e in (exc, getattr(exc, "orig", None))):
+        return True
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         if exc.connection_invalidated:
             return True
@@ -88,9 +101,7 @@ def is_database_outage(exc: BaseException) -> bool:
 def _is_data_exception(exc: BaseException) -> bool:
     """SQLSTATE class 22 (data exception), which asyncpg's dialect may raise as a bare DBAPIError:
     a value such as a NUL character in text that PostgreSQL refuses to store."""
-    orig = getattr(exc, "orig", None)
-    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return isinstance(code, str) and code.startswith("22")
+    return _sqlstate(getattr(exc, "orig", None)).startswith("22")
 
 
 def install(app: FastAPI, cookie_name: str, clear_cookie: str) -> None:
@@ -132,4 +143,9 @@ def install(app: FastAPI, cookie_name: str, clear_cookie: str) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(sqlalchemy.exc.SQLAlchemyError, database_error)
     app.add_exception_handler(OSError, unexpected)
+    # asyncpg errors that escape SQLAlchemy's wrapping (e.g. from connect() while PostgreSQL shuts
+    # down) get their own handlers: the catch-all Exception handler answers but then re-raises,
+    # and the server drops the connection under the client.
+    app.add_exception_handler(asyncpg.PostgresError, unexpected)
+    app.add_exception_handler(asyncpg.InterfaceError, unexpected)
     app.add_exception_handler(Exception, unexpected)

@@ -75,11 +75,7 @@ async def send_email(
 ) -> None:
     """Hand one email to the SMTP server; raises on any refusal, TLS or network failure."""
     message = build_message(payload)
-    # Flattened here because aiosmtplib would re-fold headers with its own policy.
-    await aiosmtplib.send(
-        message.as_bytes(policy=HEADER_POLICY),
-        sender=parseaddr(payload["from"])[1],
-        recipients=[parseaddr(payload["to"])[1]],
+    client = aiosmtplib.SMTP(
         hostname=target.host,
         port=target.port,
         username=target.username,
@@ -90,3 +86,22 @@ async def send_email(
         tls_context=ssl_context,
         timeout=SEND_TIMEOUT,
     )
+    try:
+        await client.connect()
+        # Flattened here because aiosmtplib would re-fold headers with its own policy.
+        await client.sendmail(
+            parseaddr(payload["from"])[1],
+            [parseaddr(payload["to"])[1]],
+            message.as_bytes(policy=HEADER_POLICY),
+        )
+    except BaseException:
+        # Drop the connection at once. aiosmtplib.send() would first wait (up to SEND_TIMEOUT)
+        # for a polite QUIT, which held a cancelled worker, and so a SIGTERM, for 30 s.
+        client.close()
+        raise
+    try:
+        await client.quit()
+    except aiosmtplib.SMTPException:
+        pass  # the message was accepted; a failed goodbye changes nothing
+    finally:
+        client.close()
