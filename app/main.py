@@ -20,7 +20,7 @@ from app.middleware import RequestGuard
 from app.observability import RequestObserver
 from app.ratelimit import RateLimiter
 from app.services import Services
-from app.sessions import KEY_CACHE_SECONDS, CookieJar, KeyRing, ensure_signing_key
+from app.sessions import CookieJar, KeyRing, ensure_signing_key
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("anonid")
@@ -28,7 +28,7 @@ log = logging.getLogger("anonid")
 
 async def _refresh_keys(keys: KeyRing) -> None:
     while True:
-        await asyncio.sleep(KEY_CACHE_SECONDS)
+        await asyncio.sleep(keys.settings.key_cache_seconds)
         try:
             await keys.load()
         except Exception as exc:  # the database may be down; keep the cached keys

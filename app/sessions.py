@@ -1,8 +1,9 @@
 """Sessions: ES256 signing keys kept in the database, JWT issue and verify, the cookie, JWKS.
 
 Keys are loaded once and cached per process; the cache is refreshed every ``KEY_CACHE_SECONDS``
-and at once (at most every few seconds) when a token names a ``kid`` it does not know, so a key
-rotated by another process is honoured within the cache lifetime.
+(``ANONID_KEY_CACHE_SECONDS``, default ``KEY_CACHE_SECONDS``) and at once (at most every few
+seconds) when a token names a ``kid`` it does not know, so a key rotated by another process is
+honoured within the cache lifetime.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.errors import AnonidError
 from app.settings import Settings
 
-KEY_CACHE_SECONDS = 60
+KEY_CACHE_SECONDS = 60  # the default of ANONID_KEY_CACHE_SECONDS
 UNKNOWN_KID_REFRESH_SECONDS = 5
 KEYS_LOCK = 0x616E6F6E_0003
 RENEW_AFTER_SECONDS = 86400
@@ -147,7 +148,7 @@ class KeyRing:
         self._keys, self._current, self._loaded_at = keys, current, time.monotonic()
 
     async def refresh_if_stale(self) -> None:
-        if time.monotonic() - self._loaded_at > KEY_CACHE_SECONDS:
+        if time.monotonic() - self._loaded_at > self.settings.key_cache_seconds:
             await self.load()
 
     def jwks(self) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     password_min_length: int = Field(8, ge=1, le=128)
     auto_migrate: bool | None = None
     run_worker: bool = True
+    # Not in CONTRACT §3: how long a process trusts its cached signing keys before re-reading
+    # them (a key rotated elsewhere is used and published within this); tests shorten it.
+    key_cache_seconds: int = Field(60, ge=1, le=3600)
 
     @field_validator("public_url")
     @classmethod
