@@ -67,6 +67,14 @@ def _form_body(*fields: str) -> dict[str, Any]:
     }
 
 
+def _token_param(required: bool) -> dict[str, Any]:
+    return {
+        "parameters": [
+            {"name": "token", "in": "query", "required": required, "schema": {"type": "string"}}
+        ]
+    }
+
+
 def _html(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {200: {"description": description, **HTML}}
     for status, text in errors.items():
@@ -337,9 +345,10 @@ _TOKEN_PAGE_ERRORS = {
     summary="Hosted page: choose a password to finish a conversion (the link in the email)",
     response_class=HTMLResponse,
     responses=_html("The form", **_TOKEN_PAGE_ERRORS),
+    openapi_extra=_token_param(required=True),
 )
-async def setup_form(request: Request, token: str = "") -> Response:
-    return await _password_form(request, "setup", token)
+async def setup_form(request: Request) -> Response:
+    return await _password_form(request, "setup", request.query_params.get("token", ""))
 
 
 @router.post(
@@ -366,8 +375,10 @@ async def setup_submit(request: Request) -> Response:
     summary="Hosted page: ask for a reset link (no token) or choose a new password (token)",
     response_class=HTMLResponse,
     responses=_html("The form", **_TOKEN_PAGE_ERRORS),
+    openapi_extra=_token_param(required=False),
 )
-async def reset_form(request: Request, token: str | None = None) -> Response:
+async def reset_form(request: Request) -> Response:
+    token = request.query_params.get("token")
     if token is not None:
         return await _password_form(request, "reset", token)
     svc = services(request)
