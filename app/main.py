@@ -42,7 +42,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
-        engine = create_engine(url)
+        engine = create_engine(url, pool_size=10)
+        # Its own engine, not engine.execution_options(): an option engine carries a connect
+        # event that puts every statement of the hot paths through SQLAlchemy's event dispatch.
+        autocommit = create_engine(url, isolation_level="AUTOCOMMIT")
         async with engine.begin() as conn:
             await ensure_signing_key(conn)
         keys = KeyRing(settings, engine)
@@ -50,7 +53,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         services = Services(
             settings=settings,
             engine=engine,
-            autocommit=engine.execution_options(isolation_level="AUTOCOMMIT"),
+            autocommit=autocommit,
             keys=keys,
             cookies=cookies,
         )
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.extras["limiter"].close()
+            await autocommit.dispose()
             await engine.dispose()
 
     app = FastAPI(

@@ -15,7 +15,7 @@ from app.settings import Settings
 class Services:
     settings: Settings
     engine: AsyncEngine  # transactional: BEGIN … COMMIT around multi-statement requests
-    autocommit: AsyncEngine  # same pool, one statement is one transaction (one round trip)
+    autocommit: AsyncEngine  # its own pool; one statement is one transaction (one round trip)
     keys: KeyRing
     cookies: CookieJar
     extras: dict[str, Any] = field(default_factory=dict)
