@@ -4,11 +4,16 @@ Keys are loaded once and cached per process; the cache is refreshed every ``KEY_
 (``ANONID_KEY_CACHE_SECONDS``, default ``KEY_CACHE_SECONDS``) and at once (at most every few
 seconds) when a token names a ``kid`` it does not know, so a key rotated by another process is
 honoured within the cache lifetime.
+
+A token string that verified once is remembered (a bounded cache), so a browser's cookie costs one
+ES256 verification per process rather than one per request; a remembered token is still refused
+once it expires or once its key is no longer known, and the database checks run on every request.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import secrets
@@ -18,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 import jwt
+import orjson
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,6 +37,8 @@ KEY_CACHE_SECONDS = 60  # the default of ANONID_KEY_CACHE_SECONDS
 UNKNOWN_KID_REFRESH_SECONDS = 5
 KEYS_LOCK = 0x616E6F6E_0003
 RENEW_AFTER_SECONDS = 86400
+VERIFIED_CACHE_SIZE = 10_000
+MAX_HEADER_CHARS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +136,9 @@ class KeyRing:
         self._keep_days = max(settings.anonymous_ttl_days, settings.session_ttl_days) + 1
         self._anon_ttl = settings.anonymous_ttl_days * 86400
         self._session_ttl = settings.session_ttl_days * 86400
+        # token -> (claims, kid) of tokens whose signature and claims verified; insertion order
+        # is age, so the oldest entry goes first when the cache is full.
+        self._verified: dict[str, tuple[Claims, str]] = {}
 
     async def load(self) -> None:
         async with self.engine.connect() as conn:
@@ -181,10 +192,13 @@ class KeyRing:
 
     async def verify(self, token: str) -> Claims:
         """Signature, algorithm, issuer, audience and expiry; the database checks come after."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AnonidError("invalid_session") from None
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            known, signed_by = remembered
+            if time.time() < known.exp and signed_by in self._keys:
+                return known
+            self._verified.pop(token, None)
+        header = _unverified_header(token)
         kid = header.get("kid")
         if header.get("alg") != "ES256" or not isinstance(kid, str) or len(kid) > 64:
             raise AnonidError("invalid_session")
@@ -215,7 +229,25 @@ class KeyRing:
             raise AnonidError("invalid_session") from None
         if type(claims.anon) is not bool or type(claims.sv) is not int:
             raise AnonidError("invalid_session")
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (claims, kid)
         return claims
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header, only to pick the key: ``jwt.decode`` re-reads it strictly and verifies it
+    (parsing it here instead of with ``jwt.get_unverified_header`` saves a second full parse)."""
+    head, dot, _ = token.partition(".")
+    if not dot or len(head) > MAX_HEADER_CHARS:
+        raise AnonidError("invalid_session")
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        raise AnonidError("invalid_session") from None
+    if not isinstance(header, dict):
+        raise AnonidError("invalid_session")
+    return header
 
 
 def needs_renewal(claims: Claims) -> bool:
