@@ -93,15 +93,17 @@ def _main_rows(results: dict[str, Any]) -> tuple[list[str], list[str]]:
                 "rps": statistics.median(r.rps for r in runs),
                 "p50": statistics.median(r.p50_ms for r in runs),
                 "p99": statistics.median(r.p99_ms for r in runs),
+                "cpu": statistics.median(r.server_cpu_us or 0.0 for r in runs),
                 "bad": sum(r.bad_status + r.errors for r in runs),
             }
         yard = medians[endpoint].get("yardstick")
         for system, m in medians[endpoint].items():
             ratio = f"{m['rps'] / yard['rps']:.2f}" if yard else ""
             p99_ratio = f"{m['p99'] / yard['p99']:.2f}" if yard else ""
+            cpu_ratio = f"{m['cpu'] / yard['cpu']:.2f}" if yard and yard["cpu"] else ""
             rows.append(
                 f"| {endpoint} | {system} | {m['rps']:.0f} | {_ms(m['p50'])} | {_ms(m['p99'])} "
-                f"| {ratio} | {p99_ratio} | {m['bad']} |"
+                f"| {m['cpu']:.0f} | {ratio} | {p99_ratio} | {cpu_ratio} | {m['bad']} |"
             )
     a = medians.get("POST /v1/anonymous", {})
     if "anonid" in a and "yardstick" in a:
@@ -135,14 +137,15 @@ def _main_rows(results: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 def _rounds(section: dict[str, Any]) -> list[str]:
     lines = [
-        "| endpoint | system | round | req/s | p50 ms | p99 ms | requests |",
-        "|---|---|---|---|---|---|---|",
+        "| endpoint | system | round | req/s | p50 ms | p99 ms | server CPU µs/req | requests |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for endpoint, systems in section.items():
         for system, runs in systems.items():
             for i, r in enumerate(runs, 1):
                 lines.append(
-                    f"| {endpoint} | {system} | {i} | {r.rps:.0f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {r.requests} |"
+                    f"| {endpoint} | {system} | {i} | {r.rps:.0f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} "
+                    f"| {r.server_cpu_us or 0:.0f} | {r.requests} |"
                 )
     return lines
 
@@ -208,9 +211,10 @@ def render(
         add("## Hot paths side by side (32 connections, one worker each)")
         add("")
         add(
-            "| endpoint | system | req/s | p50 ms | p99 ms | req/s ÷ yardstick | p99 ÷ yardstick | errors |"
+            "| endpoint | system | req/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ yardstick "
+            "| p99 ÷ yardstick | CPU ÷ yardstick | errors |"
         )
-        add("|---|---|---|---|---|---|---|---|")
+        add("|---|---|---|---|---|---|---|---|---|---|")
         out.extend(rows)
         add("")
     checks.extend(_extra_checks(results))
@@ -222,10 +226,17 @@ def render(
         out.extend(checks)
         add("")
     _extras(results, add)
+    _profile(results, add)
     if "main" in results:
         add("## Every round")
         add("")
         out.extend(_rounds(results["main"]))
+        add("")
+    if results.get("problems"):
+        add("## Problems seen during the run")
+        add("")
+        for problem in results["problems"]:
+            add(f"- {problem}")
         add("")
     if "failure" in results:
         add("## The run failed")
@@ -400,4 +411,36 @@ def _extras(results: dict[str, Any], add: Any) -> None:
         add(f"| after start and the session pool | {m['rss_start_kib'] / 1024:.1f} |")
         add(f"| after {m['half']:,} requests | {m['rss_first_kib'] / 1024:.1f} |")
         add(f"| after {2 * m['half']:,} requests | {m['rss_second_kib'] / 1024:.1f} |")
+        add("")
+
+
+def _profile(results: dict[str, Any], add: Any) -> None:
+    prof = results.get("profile")
+    if not prof:
+        return
+    add("## Where anonid's time goes (py-spy under the same load)")
+    add("")
+    if "skipped" in prof:
+        add(f"Not profiled: {prof['skipped']}.")
+        add("")
+        return
+    add(
+        "py-spy sampled the anonid worker at 200 Hz while wrk drove each endpoint at 32 "
+        "connections. Shares of samples by the package of the innermost frame, then the "
+        "innermost frames themselves (asyncpg's share includes its Cython protocol and the "
+        "socket writes it makes; uvicorn's the writes of responses)."
+    )
+    add("")
+    for endpoint, data in prof.items():
+        if "skipped" in data:
+            add(f"- {endpoint}: not profiled ({data['skipped']})")
+            continue
+        total = data["samples"] or 1
+        add(f"**{endpoint}** ({data['samples']} samples)")
+        add("")
+        add("| package | share | | innermost frame | share |")
+        add("|---|---|---|---|---|")
+        for (pkg, n), (frame, m) in zip(data["packages"], data["frames"], strict=False):
+            frame_text = frame.replace("|", "/")[:90]
+            add(f"| {pkg} | {100 * n / total:.1f}% | | `{frame_text}` | {100 * m / total:.1f}% |")
         add("")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import shlex
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg
 import extras
+import hotspots
 import pools
 import report
 from mail import MailCatcher
@@ -45,7 +47,7 @@ from wrk import WrkResult, run_wrk, wrk_binary
 
 PORTS = {"anonid": 18501, "yardstick": 18502, "fastapi-users": 18503, "anonid-2w": 18504}
 SMTP_PORT = 18525
-PHASES = ("main", "scaling", "argon2", "email", "cull", "memory")
+PHASES = ("main", "profile", "scaling", "argon2", "email", "cull", "memory")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class Mode:
 
 
 MODES = {
-    "smoke": Mode("smoke", 1, 1, 0, 40, 4, 4_000, 2, 2, 1_000, 1),
+    "smoke": Mode("smoke", 1, 1, 0, 20, 2, 4_000, 1, 1, 300, 1),
     "quick": Mode("quick", 5, 2, 2, 500, 20, 200_000, 6, 5, 10_000, 1),
     "full": Mode("full", 10, 3, 3, 1000, 40, 2_000_000, 20, 10, 50_000, 2),
 }
@@ -81,6 +83,7 @@ class Bench:
     tokens: dict[str, Path] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     mail: MailCatcher | None = None
+    problems: list[str] = field(default_factory=list)
 
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -201,12 +204,18 @@ class Bench:
         if script != "post":
             full_env.setdefault("BENCH_TOKENS", str(self.tokens[pool_owner]))
             full_env.setdefault("BENCH_AUTH", "bearer" if target == "fastapi-users" else "cookie")
+        cpu_before = server.cpu_ns()
         result = await run_wrk(server.url + path, script, seconds=seconds, env=full_env)
+        if result.requests:
+            used = (server.cpu_ns() - cpu_before) / 1000 / result.requests
+            result = dataclasses.replace(result, server_cpu_us=used)
         if result.bad_status or result.errors:
-            self.log(
-                f"  warning: {target} {path}: {result.bad_status} error statuses, "
+            problem = (
+                f"{target} {path}: {result.bad_status} error statuses, "
                 f"{result.errors} socket errors"
             )
+            self.problems.append(problem)
+            self.log("  warning: " + problem)
         return result
 
     async def alternate(
@@ -223,7 +232,8 @@ class Bench:
                 out[label].append(result)
                 self.log(
                     f"  round {round_no + 1} {label}: {result.rps:.0f} req/s, "
-                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms"
+                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                    f"server CPU {result.server_cpu_us or 0:.0f} µs/request"
                 )
         return out
 
@@ -317,6 +327,8 @@ async def run(args: argparse.Namespace) -> int:
                 await bench.phase_main()
             elif phase == "scaling":
                 await bench.phase_scaling()
+            elif phase == "profile":
+                await hotspots.phase_profile(bench)
             else:
                 await getattr(extras, f"phase_{phase}")(bench)
     except Exception as exc:
@@ -326,6 +338,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         await bench.cleanup()
     facts["load_after"] = report.load_average()
+    bench.results["problems"] = bench.problems
     command = "python bench/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     text = report.render(mode, bench.results, facts, started, command.strip(), PORTS)
     output = args.output or (str(BENCH / "RESULTS.md") if mode.name == "full" else None)
@@ -334,7 +347,8 @@ async def run(args: argparse.Namespace) -> int:
         bench.log(f"wrote {output}")
     else:
         print(text)
-    if failed:
+    if failed or bench.problems:
+        bench.log(f"problems: {bench.problems}" if bench.problems else "the run failed")
         return 1
     return 0
 

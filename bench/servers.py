@@ -123,6 +123,17 @@ class Server:
             pass
         return pids
 
+    def cpu_ns(self) -> int:
+        """On-CPU time of the server and its workers so far (schedstat, nanoseconds)."""
+        total = 0
+        for pid in self.pids():
+            for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                try:
+                    total += int(stat.read_text().split()[0])
+                except (OSError, ValueError, IndexError):
+                    pass  # a thread that ended meanwhile
+        return total
+
     def rss_kib(self, pid: int | None = None) -> int:
         """Resident set size (VmRSS) of one process, KiB."""
         target = pid if pid is not None else (self.proc.pid if self.proc else 0)

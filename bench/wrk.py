@@ -25,6 +25,7 @@ class WrkResult:
     max_ms: float
     errors: int  # socket errors and timeouts
     bad_status: int  # responses with status >= 400
+    server_cpu_us: float | None = None  # on-CPU time of the server's processes per request
 
     @property
     def rps(self) -> float:
