@@ -13,7 +13,10 @@ from pathlib import Path
 
 import httpx
 
-ANONID = shutil.which("anonid") or str(Path(sys.executable).with_name("anonid"))
+# The console script of the interpreter running the tests (the project's venv), never whatever
+# `anonid` happens to come first on PATH: that may be another checkout's install.
+_BESIDE = Path(sys.executable).with_name("anonid")
+ANONID = str(_BESIDE) if _BESIDE.exists() else (shutil.which("anonid") or "anonid")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
