@@ -15,8 +15,10 @@ import binascii
 from typing import Any
 
 import asyncpg
+import jwt
 import pytest
 import schemathesis
+from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import (
@@ -33,6 +35,7 @@ from app.ids import new_id
 from app.lifecycle.passwords import hash_password, normalise
 from app.main import create_app
 from tests.conftest import make_settings
+from tests.tokens import claims_for
 
 EXAMPLES = 100
 ADMIN_KEY = "schemathesis-admin-key-0123456789"
@@ -104,32 +107,77 @@ def test_fuzzed_document_is_the_served_one(fuzzed_app: Any) -> None:
     assert {("POST", "/v1/me/password"), ("POST", "/v1/logout-all")} <= REGISTERED_ONLY
 
 
-def _new_anonymous_token(app: Any) -> str:
-    with get_client(app) as client:
-        response = client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
-        assert response.status_code == 201, response.text
-        return str(response.json()["access_token"])
+class FreshSessions:
+    """Valid sessions of accounts nobody else uses, made in batches: one per fuzzed case, so a
+    fuzzed logout-all or DELETE /v1/me never ends the next case's session.
 
+    Accounts are inserted in one statement per batch and their tokens are signed with the current
+    signing key, exactly as the service signs them (``tests.tokens``); the first token is also
+    checked against the API.
+    """
 
-def _new_registered_token(app: Any, database_url: str, password_hash: str) -> str:
-    """A registered account made directly in the database, and a session for it."""
-    user_id = new_id()
+    BATCH = 400
 
-    async def insert() -> None:
-        conn = await asyncpg.connect(database_url)
+    def __init__(self, database_url: str, password_hash: str) -> None:
+        self.database_url = database_url
+        self.password_hash = password_hash
+        self.ready: dict[bool, list[str]] = {True: [], False: []}
+
+    def take(self, *, registered: bool = False) -> str:
+        if not self.ready[registered]:
+            self.ready[registered] = asyncio.run(self._make(registered))
+        return self.ready[registered].pop()
+
+    async def _make(self, registered: bool) -> list[str]:
+        conn = await asyncpg.connect(self.database_url)
         try:
-            await conn.execute(
-                "INSERT INTO users (id, email, is_anonymous, password_hash, converted_at)"
-                " VALUES ($1, $2, false, $3, now())",
-                user_id,
-                f"fuzz-{user_id.hex}@example.com",
-                password_hash,
+            key = await conn.fetchrow(
+                "SELECT kid, private_pem FROM signing_keys WHERE retired_at IS NULL"
+                " ORDER BY created_at DESC LIMIT 1"
             )
+            ids = [new_id() for _ in range(self.BATCH)]
+            if registered:
+                await conn.execute(
+                    "INSERT INTO users (id, email, is_anonymous, password_hash, converted_at)"
+                    " SELECT u, 'fuzz-' || u::text || '@example.com', false, $2, now()"
+                    " FROM unnest($1::uuid[]) AS u",
+                    ids,
+                    self.password_hash,
+                )
+            else:
+                await conn.execute(
+                    "INSERT INTO users (id, username, is_anonymous)"
+                    " SELECT u, 'fuzz-' || u::text, true FROM unnest($1::uuid[]) AS u",
+                    ids,
+                )
         finally:
             await conn.close()
+        private = serialization.load_pem_private_key(key["private_pem"].encode(), password=None)
+        return [
+            jwt.encode(
+                claims_for(str(i), anon=not registered),
+                private,  # type: ignore[arg-type]
+                algorithm="ES256",
+                headers={"kid": key["kid"], "typ": "JWT"},
+            )
+            for i in ids
+        ]
 
-    asyncio.run(insert())
-    return str(app.app.state.services.keys.issue(user_id, False, 1).token)
+
+@pytest.fixture(scope="module")
+def sessions(database_url: str, password_hash: str) -> FreshSessions:
+    return FreshSessions(database_url, password_hash)
+
+
+def test_fresh_sessions_are_accepted_by_the_service(
+    fuzzed_app: Any, sessions: FreshSessions
+) -> None:
+    with get_client(fuzzed_app) as client:
+        for registered in (False, True):
+            token = sessions.take(registered=registered)
+            me = client.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+            assert me.status_code == 200, me.text
+            assert me.json()["is_anonymous"] is not registered
 
 
 def _documents_code(operation: dict[str, Any], code: str) -> bool:
@@ -155,16 +203,12 @@ def password_hash() -> str:
     return asyncio.run(hash_password(normalise(PASSWORD)))
 
 
-def _credentials(case: Any, app: Any, database_url: str, password_hash: str) -> dict[str, str]:
+def _credentials(case: Any, sessions: FreshSessions) -> dict[str, str]:
     path: str = case.operation.path
     if path.startswith("/v1/admin/"):
         return {"Authorization": f"Bearer {ADMIN_KEY}"}
-    # A fresh user per case: a fuzzed logout-all or DELETE /v1/me must not end the next case's session.
-    if (case.method.upper(), path) in REGISTERED_ONLY:
-        token = _new_registered_token(app, database_url, password_hash)
-    else:
-        token = _new_anonymous_token(app)
-    return {"Authorization": f"Bearer {token}"}
+    registered = (case.method.upper(), path) in REGISTERED_ONLY
+    return {"Authorization": f"Bearer {sessions.take(registered=registered)}"}
 
 
 @schema.parametrize()
@@ -175,11 +219,9 @@ def test_every_operation_conforms_without_credentials(case: Any) -> None:
 
 @schema.parametrize()
 @FUZZ
-def test_every_operation_conforms_with_a_valid_session(
-    case: Any, fuzzed_app: Any, database_url: str, password_hash: str
-) -> None:
+def test_every_operation_conforms_with_a_valid_session(case: Any, sessions: FreshSessions) -> None:
     headers = dict(case.headers or {})
-    headers.update(_credentials(case, fuzzed_app, database_url, password_hash))
+    headers.update(_credentials(case, sessions))
     response = case.call_and_validate(headers=headers, checks=CHECKS)
     takes_input = case.operation.body or case.operation.path_parameters or case.operation.query
     as_documented = (
@@ -237,9 +279,9 @@ gated = schema.include(func=lambda ctx: (ctx.operation.method.upper(), ctx.opera
 @gated.given(forgery=FORGERY, as_cookie=st.booleans())
 @FUZZ
 def test_every_operation_conforms_with_forged_credentials(
-    case: Any, forgery: tuple[str, str, int], as_cookie: bool, fuzzed_app: Any
+    case: Any, forgery: tuple[str, str, int], as_cookie: bool, sessions: FreshSessions
 ) -> None:
-    valid = _new_anonymous_token(fuzzed_app)
+    valid = sessions.take()
     token = _forge(valid, forgery)
     headers = dict(case.headers or {})
     if as_cookie:
