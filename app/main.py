@@ -42,10 +42,12 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
+        # Two pools of 10 (no overflow, see create_engine): as many connections per worker as one
+        # pool of 10 + 10 overflow had, and the hot paths hold theirs for one statement only.
         engine = create_engine(url, pool_size=10)
         # Its own engine, not engine.execution_options(): an option engine carries a connect
         # event that puts every statement of the hot paths through SQLAlchemy's event dispatch.
-        autocommit = create_engine(url, isolation_level="AUTOCOMMIT")
+        autocommit = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=10)
         async with engine.begin() as conn:
             await ensure_signing_key(conn)
         keys = KeyRing(settings, engine)
