@@ -142,7 +142,7 @@ class Bench:
         )
         yard_db = await self.database("yardstick")
         fau_db = await self.database("fastapi_users")
-        self.mail = MailCatcher(SMTP_PORT)
+        self.mail = MailCatcher(SMTP_PORT, self.work / "smtp-accepted.tsv")
         self.mail.start()
         self.log("starting anonid, the yardstick and fastapi-users")
         yard = Server(
