@@ -475,7 +475,10 @@ async def test_anonid_worker_command_delivers_and_stops_on_sigterm(
             await enqueue(db, make_settings(outbox_url), recipient)
             await mail.wait_for(to(recipient), timeout=60)
             proc.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(proc.wait, 30)
+            try:
+                code = await asyncio.to_thread(proc.wait, 60)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"anonid worker ignored SIGTERM for 60 s:\n{log.read_text()}")
         finally:
             if proc.poll() is None:
                 proc.kill()
