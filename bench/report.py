@@ -217,7 +217,10 @@ def render(
         "rounds; the table gives the median of the rounds for each figure. GET and PATCH use a pool "
         f"of {mode.pool} pre-created sessions, walked round robin (anonid and the yardstick: "
         f"session cookie; fastapi-users: `Authorization: Bearer`, {mode.fau_pool} registered users). "
-        "PATCH sends a two-key merge patch. Latencies are wrk's, in milliseconds."
+        "PATCH sends a two-key merge patch. Latencies are wrk's, in milliseconds. *Server CPU "
+        "µs/req* is the on-CPU time of the server's processes during the run "
+        "(`/proc/<pid>/task/*/schedstat`) divided by the requests served; it leaves out "
+        "PostgreSQL and wrk, and moves less with the machine's load than requests per second."
     )
     add("")
     rows, checks = _main_rows(results)
