@@ -77,7 +77,8 @@ def _error_schema(codes: list[str]) -> dict[str, Any]:
 
 # Connection exceptions (08…) and a server shutting down, starting up or restarting (57P01-57P03):
 # asyncpg raises "the database system is shutting down" from connect() unwrapped by SQLAlchemy.
-OUTAGE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+# 08: connection exception; 53300: too many connections; 57P01-03: shutdown, crash, starting.
+OUTAGE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
 
 
 def _sqlstate(exc: object) -> str:
