@@ -21,7 +21,7 @@ import httpx
 from aiosmtpd.controller import Controller
 
 from tests.mailserver import MailServer
-from tests.processes import ANONID, Served, clean_env, free_port
+from tests.processes import ANONID, Served, clean_env, free_port, terminate
 
 PORTS = (18600, 18800)
 PASSWORD = "plum orchard sailing 1987"
@@ -111,15 +111,9 @@ class Worker:
         self._log.close()
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = terminate(self.proc)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 async def until(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:

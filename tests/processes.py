@@ -45,6 +45,18 @@ def run(
     )
 
 
+def terminate(proc: subprocess.Popen[bytes], grace: float = 30) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds; the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 class Served:
     """``anonid serve`` in the background; waits until /readyz answers 200."""
 
@@ -75,12 +87,6 @@ class Served:
         raise AssertionError(f"anonid serve not ready in time:\n{self.log.read_text()}")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        code = terminate(self.proc)
         self._log.close()
-        return self.proc.returncode
+        return code
