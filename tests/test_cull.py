@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import CULL_LOCK, create_engine, upgrade_to_head
-from app.lifecycle.cull import STALE_BATCH, cull_batch, run_cull
+from app.lifecycle.cull import DEFAULT_BATCH_SIZE, STALE_BATCH, cull_batch, run_cull
 from tests.conftest import _with_database, client_for, make_settings, running_app
 from tests.lifecycle_support import (
     FAR_CUTOFF_DAYS,
@@ -293,7 +293,8 @@ async def _big_cull(engine: AsyncEngine, settings) -> None:
         plan = "\n".join(
             (
                 await conn.execute(
-                    sa.text("EXPLAIN " + STALE_BATCH.text), {"cutoff": cutoff, "n": 1000}
+                    sa.text("EXPLAIN " + STALE_BATCH.text),
+                    {"cutoff": cutoff, "n": 1000, "after": None},
                 )
             )
             .scalars()
@@ -323,8 +324,87 @@ async def _big_cull(engine: AsyncEngine, settings) -> None:
 
     assert statuses and set(statuses) == {201}, Counter(statuses)
     assert result["matched"] == result["deleted"] == 100_000
-    assert result["batches"] == 100
+    assert result["batches"] == -(-100_000 // DEFAULT_BATCH_SIZE)
     assert await existing(engine, created) == set(created)
     async with engine.connect() as conn:
         left = await conn.scalar(sa.text("SELECT count(*) FROM users WHERE is_anonymous"))
     assert left == 100_000 + len(created)
+
+
+async def test_each_culled_event_names_exactly_the_ids_its_batch_deleted(
+    engine: AsyncEngine, settings
+) -> None:
+    locked, *free = await insert_guests(engine, 4, days_ago=FAR_PAST_DAYS)
+    async with engine.connect() as c:
+        cutoff = await c.scalar(
+            sa.text("SELECT now() - make_interval(days => :d)"), {"d": FAR_CUTOFF_DAYS}
+        )
+    async with engine.connect() as holder, engine.connect() as conn:
+        await holder.execute(
+            sa.text("SELECT 1 FROM users WHERE id = :id FOR UPDATE"), {"id": uuid.UUID(locked)}
+        )
+        since = await db_now(engine)
+        batches = []
+        while ids := await cull_batch(conn, cutoff, 2, ["http://hook.example/a"]):
+            await conn.commit()
+            batches.append(ids)
+        await conn.commit()
+        await holder.rollback()
+        events = (
+            await conn.execute(
+                sa.text(
+                    "SELECT id, payload FROM events WHERE type = 'user.culled' "
+                    "AND created_at >= :since ORDER BY created_at"
+                ),
+                {"since": since},
+            )
+        ).all()
+        hooks = (
+            await conn.execute(
+                sa.text(
+                    "SELECT payload FROM outbox WHERE kind = 'webhook' "
+                    "AND payload ->> 'webhook_id' = ANY(CAST(:ids AS text[]))"
+                ),
+                {"ids": [str(e.id) for e in events]},
+            )
+        ).all()
+
+    # One event per non-empty batch, holding that batch's deleted ids and nothing else.
+    assert sorted(sorted(e.payload["ids"]) for e in events) == sorted(sorted(b) for b in batches)
+    deleted = {i for b in batches for i in b}
+    assert set(free) <= deleted and locked not in deleted
+    assert await existing(engine, [locked, *free]) == {locked}
+    # Each event queued one webhook delivery per configured URL, carrying the same ids.
+    assert len(hooks) == len(events)
+    assert {h.payload["url"] for h in hooks} == {"http://hook.example/a"}
+    assert sorted(sorted(h.payload["body"]["data"]["ids"]) for h in hooks) == sorted(
+        sorted(b) for b in batches
+    )
+    await run_cull(engine, settings, older_than_days=FAR_CUTOFF_DAYS)
+
+
+async def test_an_empty_batch_writes_no_event(engine: AsyncEngine, settings) -> None:
+    await run_cull(engine, settings, older_than_days=FAR_CUTOFF_DAYS)  # nothing stale is left
+    since = await db_now(engine)
+    async with engine.connect() as conn:
+        cutoff = await conn.scalar(
+            sa.text("SELECT now() - make_interval(days => :d)"), {"d": FAR_CUTOFF_DAYS}
+        )
+        assert await cull_batch(conn, cutoff, 10, ["http://hook.example/a"]) == []
+        await conn.commit()
+    assert await culled_ids_since(engine, since) == []
+
+
+async def test_rows_sharing_updated_at_across_a_batch_boundary_are_all_culled(
+    engine: AsyncEngine, settings
+) -> None:
+    # insert_guests gives every row of one call the same updated_at; batches of 2 split them, and
+    # each batch resumes the index scan at the previous batch's last updated_at.
+    stale = await insert_guests(engine, 7, days_ago=FAR_PAST_DAYS)
+    since = await db_now(engine)
+
+    result = await run_cull(engine, settings, older_than_days=FAR_CUTOFF_DAYS, batch_size=2)
+
+    assert result["deleted"] >= 7
+    assert await existing(engine, stale) == set()
+    assert set(stale) <= set(await culled_ids_since(engine, since))
