@@ -14,6 +14,7 @@ Guarantees:
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -72,7 +73,7 @@ _SENT = sa.text(
 UPDATE outbox
 SET sent_at = now(), claimed_until = NULL, last_error = NULL,
     payload = CASE WHEN kind = 'email' THEN payload - 'text' - 'html' ELSE payload END
-WHERE id = :id AND sent_at IS NULL
+WHERE id = ANY(CAST(:ids AS bigint[])) AND sent_at IS NULL
 """
 )
 
@@ -116,9 +117,9 @@ async def claim_due(
     return [Claimed(r.id, r.kind, r.payload, r.attempts, r.claimed_until) for r in result]
 
 
-async def mark_sent(conn: AsyncConnection, row: Claimed) -> None:
-    """Record an acknowledged delivery; the row is never delivered again."""
-    await conn.execute(_SENT, {"id": row.id})
+async def mark_sent(conn: AsyncConnection, rows: Sequence[Claimed]) -> None:
+    """Record acknowledged deliveries (one statement); these rows are never delivered again."""
+    await conn.execute(_SENT, {"ids": [row.id for row in rows]})
 
 
 async def schedule_retry(

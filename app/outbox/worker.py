@@ -2,8 +2,13 @@
 
 Guarantees:
 - wakes on ``NOTIFY anonid_outbox`` (sent by a trigger when a row commits) through its own asyncpg
-  connection, and on a timer (the next retry's due time, at most ``poll_interval``), so a missed
-  notification only delays delivery;
+  connection, and on a timer (the next due time or lease end read from the outbox at start, after
+  each failed attempt and at least every ``poll_interval``), so a missed notification only delays
+  delivery;
+- runs up to ``concurrency`` deliveries at once and refills a freed slot at once: a row is claimed
+  as soon as it is due and a slot is free, never held behind a slower delivery; it claims only as
+  many rows as it has free slots, so no claimed row waits in this process while another worker
+  could send it;
 - delivers until nothing is due; any number of workers share one outbox (see ``claim.py``);
 - never dies of a database, SMTP or receiver outage: each failure is logged and retried later;
 - an acknowledged delivery is recorded even if the database is briefly away (kept in memory and
@@ -11,7 +16,8 @@ Guarantees:
 - cancellation stops it cleanly: unfinished claims are handed back for another worker at once.
 
 ``OutboxWorker(engine, settings, smtp_url=…).run()`` is a plain coroutine: ``serve`` runs it as a
-task, ``anonid worker`` runs it alone, tests run it against their own engine.
+task, ``anonid worker`` runs it alone, tests run it against their own engine. SMTP connections are
+reused as ``mail.SmtpSender`` describes.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import metrics
 from app.outbox.claim import (
@@ -35,7 +42,7 @@ from app.outbox.claim import (
     schedule_retry,
     seconds_until_due,
 )
-from app.outbox.mail import SmtpTarget, send_email
+from app.outbox.mail import SmtpSender, SmtpTarget
 from app.outbox.webhooks import send_webhook, webhook_client
 from app.settings import Settings
 
@@ -75,6 +82,9 @@ class OutboxWorker:
         self.settings = settings
         self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
         self.ssl_context = ssl_context
+        self._mailer = (
+            SmtpSender(self.smtp, ssl_context=ssl_context, keep=concurrency) if self.smtp else None
+        )
         self.policy = policy or RetryPolicy()
         self.poll_interval = poll_interval
         self.batch_size = batch_size
@@ -85,11 +95,17 @@ class OutboxWorker:
         self.kinds = [k for k, ok in (("email", self.smtp), ("webhook", secret)) if ok]
         self.listening = asyncio.Event()  # set while LISTEN is active (tests wait for it)
         self.idle = asyncio.Event()  # set while nothing is due and the loop waits for a wake-up
-        self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(concurrency)
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()  # rows may have been queued: claim when a slot is free
+        self._changed = asyncio.Event()  # the delivery loop has something to look at
+        self._tasks: set[asyncio.Task[None]] = set()  # deliveries in flight
+        self._more = True  # the last claim was full: more rows may be due
+        self._recheck = True  # the timer must be read from the outbox again
+        self._deadline = 0.0  # loop time at which the timer claims
         self._inflight: dict[int, Claimed] = {}
-        self._sent_unrecorded: dict[int, Claimed] = {}
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sent_unrecorded: dict[int, Claimed] = {}  # acknowledged, not yet marked sent
+        self._recorder: asyncio.Task[None] | None = None
+        self._record_lock = asyncio.Lock()
         self._http = webhook_client()
 
     async def run(self) -> None:
@@ -107,57 +123,116 @@ class OutboxWorker:
 
     def wake(self) -> None:
         self._wake.set()
+        self._changed.set()
 
     # Delivery.
 
-    async def deliver_due(self) -> int:
-        """Claim and deliver until nothing is due; the number of attempts made."""
-        await self._record_unrecorded()
-        attempts = 0
-        while self.kinds:
-            async with self._autocommit.connect() as conn:
-                rows = await claim_due(conn, self.policy, self.kinds, self.batch_size)
-            if not rows:
-                break
-            self._inflight.update((row.id, row) for row in rows)
-            # Every delivery of the batch finishes before any error (a database outage) surfaces.
-            outcomes = await asyncio.gather(
-                *(self._deliver(row) for row in rows), return_exceptions=True
-            )
-            attempts += len(rows)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        return attempts
+    @contextlib.asynccontextmanager
+    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection on which each statement is its own transaction (one round trip).
+
+        Set per connection: an option engine (``engine.execution_options``) would put every
+        statement of its connections through SQLAlchemy's event dispatch.
+        """
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    def _start(self, row: Claimed) -> None:
+        self._inflight[row.id] = row
+        task = asyncio.create_task(self._deliver(row), name=f"anonid-outbox-{row.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        full = len(self._tasks) >= self.concurrency
+        self._tasks.discard(task)
+        # The loop is told when it has a use for the free slot (it was waiting for one, or more
+        # rows may be due), for the outcome (a retry to time) or for the news that it is idle.
+        if full or self._more or self._recheck or not self._tasks:
+            self._changed.set()
+
+    async def _claim_into_free_slots(self) -> bool:
+        """Claim due rows for the free slots and start them; True to claim again at once."""
+        if self._sent_unrecorded and (self._recorder is None or self._recorder.done()):
+            await self._record_unrecorded()  # left over from a database blip; raises if it lasts
+        if not self.kinds:  # nothing this process could deliver
+            self._wake.clear()
+            self._more = False
+            return False
+        free = min(self.concurrency - len(self._tasks), self.batch_size)
+        timer = asyncio.get_running_loop().time() >= self._deadline
+        if free <= 0 or not (self._more or timer or self._wake.is_set()):
+            return False
+        self._wake.clear()
+        async with self._autocommit() as conn:
+            rows = await claim_due(conn, self.policy, self.kinds, free)
+        # A full claim may have left due rows behind; a short one took every row due now.
+        self._more = len(rows) == free
+        if timer:
+            self._recheck = True
+        for row in rows:
+            self._start(row)
+        return self._more and len(self._tasks) < self.concurrency
 
     async def _deliver(self, row: Claimed) -> None:
-        async with self._sem:
-            try:
-                if row.kind == "email":
-                    assert self.smtp is not None
-                    await send_email(self.smtp, row.payload, ssl_context=self.ssl_context)
-                else:
-                    assert self.webhook_secret is not None
-                    await send_webhook(self._http, self.webhook_secret, row.payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                await self._failed(row, _describe(exc))
-                return
+        try:
+            if row.kind == "email":
+                assert self._mailer is not None
+                await self._mailer.send(row.payload)
+            else:
+                assert self.webhook_secret is not None
+                await send_webhook(self._http, self.webhook_secret, row.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(row, _describe(exc))
+            return
         self._inflight.pop(row.id, None)
         self._sent_unrecorded[row.id] = row
         (metrics.EMAILS_SENT if row.kind == "email" else metrics.WEBHOOKS_SENT).inc()
         log.info("delivered %s (outbox %s, attempt %s)", row.kind, row.id, row.attempts)
-        async with self._autocommit.connect() as conn:
-            await mark_sent(conn, row)
-        self._sent_unrecorded.pop(row.id, None)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_sent(), name="anonid-outbox-sent")
+
+    async def _record_sent(self) -> None:
+        """Record acknowledged deliveries: those that finish together share one statement."""
+        try:
+            await self._record_unrecorded()
+        except Exception as exc:
+            # Kept in _sent_unrecorded: the delivery loop records them on a later round.
+            log.warning(
+                "could not record %s delivered outbox row(s) yet: %s",
+                len(self._sent_unrecorded),
+                _describe(exc),
+            )
+            self._changed.set()
 
     async def _failed(self, row: Claimed, error: str) -> None:
+        try:
+            await self._record_failure(row, error)
+        finally:
+            # The retry's due time (or the lease's end) is for the timer to find.
+            self._recheck = True
+
+    async def _record_failure(self, row: Claimed, error: str) -> None:
         metrics.DELIVERY_FAILURES.labels(kind=row.kind).inc()
         # If this cannot be recorded, the lease runs out and the row is simply due again.
         self._inflight.pop(row.id, None)
-        async with self._autocommit.connect() as conn:
-            gave_up = await schedule_retry(conn, row, self.policy, error)
+        try:
+            async with self._autocommit() as conn:
+                gave_up = await schedule_retry(conn, row, self.policy, error)
+        except Exception as exc:
+            log.warning(
+                "%s delivery failed (outbox %s, attempt %s): %s; the failure could not be"
+                " recorded (%s), the row is due again when its lease ends",
+                row.kind,
+                row.id,
+                row.attempts,
+                error,
+                _describe(exc),
+            )
+            return
         if gave_up:
             log.error(
                 "gave up on %s (outbox %s) after %s attempts: %s",
@@ -176,36 +251,60 @@ class OutboxWorker:
             )
 
     async def _record_unrecorded(self) -> None:
-        if not self._sent_unrecorded:
-            return
-        async with self._autocommit.connect() as conn:
-            for row in list(self._sent_unrecorded.values()):
-                await mark_sent(conn, row)
-                self._sent_unrecorded.pop(row.id, None)
+        async with self._record_lock:
+            if not self._sent_unrecorded:
+                return
+            async with self._autocommit() as conn:
+                while self._sent_unrecorded:
+                    rows = list(self._sent_unrecorded.values())
+                    await mark_sent(conn, rows)
+                    for row in rows:
+                        self._sent_unrecorded.pop(row.id, None)
 
     async def _next_wait(self) -> float:
-        async with self._autocommit.connect() as conn:
+        async with self._autocommit() as conn:
             due = await seconds_until_due(conn, self.kinds) if self.kinds else None
         if due is None:
             return self.poll_interval
         return min(max(due, 0.1), self.poll_interval)
 
     async def _deliver_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         failures = 0
-        while True:
-            self._wake.clear()
-            try:
-                await self.deliver_due()
-                wait = await self._next_wait()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                wait = _backoff(failures)
-                log.warning("outbox delivery paused %.1fs: %s", wait, _describe(exc))
-            self.idle.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            self.idle.clear()
+        try:
+            while True:
+                self._changed.clear()
+                try:
+                    if await self._claim_into_free_slots():
+                        continue
+                    if self._recheck and not self._more:
+                        self._recheck = False
+                        self._deadline = loop.time() + await self._next_wait()
+                    failures = 0
+                    # With every slot busy, only a finished delivery can make room: no timer.
+                    full = len(self._tasks) >= self.concurrency
+                    until, event = (None if full else self._deadline), self._changed
+                except Exception as exc:
+                    failures += 1
+                    wait = _backoff(failures)
+                    log.warning("outbox delivery paused %.1fs: %s", wait, _describe(exc))
+                    self._more = self._recheck = True
+                    # Only a wake-up (not a finished delivery) cuts the pause short.
+                    until, event = loop.time() + wait, self._wake
+                if not self._tasks and not self._more:
+                    self.idle.set()
+                    if self._mailer is not None:
+                        self._mailer.close_idle(older_than=SmtpSender.REUSE_SECONDS)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(until):
+                        await event.wait()
+                self.idle.clear()
+        finally:
+            # Cancelled: unfinished deliveries stop; _stop hands their claims back.
+            pending = [*self._tasks, *([self._recorder] if self._recorder else [])]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # Wake-ups.
 
@@ -214,7 +313,7 @@ class OutboxWorker:
         return url.render_as_string(hide_password=False)
 
     def _on_notify(self, *args: Any) -> None:
-        self._wake.set()
+        self.wake()
 
     async def _listen_loop(self) -> None:
         failures = 0
@@ -228,7 +327,7 @@ class OutboxWorker:
                 self.listening.set()
                 failures = 0
                 # Rows committed while nobody listened were never announced.
-                self._wake.set()
+                self.wake()
                 while not lost.is_set():
                     try:
                         await asyncio.wait_for(lost.wait(), timeout=KEEPALIVE_SECONDS)
@@ -269,13 +368,15 @@ class OutboxWorker:
             async with asyncio.timeout(5):
                 await self._record_unrecorded()
                 if self._inflight:
-                    async with self._autocommit.connect() as conn:
+                    async with self._autocommit() as conn:
                         await release(conn, list(self._inflight.values()))
                     self._inflight.clear()
         except Exception as exc:
             # The leases expire by themselves; this only makes the hand-over immediate.
             log.warning("could not hand back outbox claims on stop: %s", _describe(exc))
         await self._http.aclose()
+        if self._mailer is not None:
+            self._mailer.close_idle()
         log.info("outbox worker stopped")
 
 
