@@ -15,16 +15,20 @@ from app import __version__
 from app.api import account, admin, devmail, errors, ops, pages, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
+from app.api.hot import HotPaths
 from app.catcher import caught_mail_dir, effective_smtp_url
 from app.db import create_engine, resolve_database_url
 from app.middleware import RequestGuard
 from app.observability import RequestObserver
+from app.pgpool import create_pool
 from app.ratelimit import RateLimiter
 from app.services import Services
 from app.sessions import CookieJar, KeyRing, ensure_signing_key
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("anonid")
+
+HOT_POOL_SIZE = 10
 
 
 async def _refresh_keys(keys: KeyRing) -> None:
@@ -43,20 +47,22 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
-        # Two pools of 10 (no overflow, see create_engine): as many connections per worker as one
-        # pool of 10 + 10 overflow had, and the hot paths hold theirs for one statement only.
-        engine = create_engine(url, pool_size=10)
+        # 8 + 4 + 10 connections per worker, none of them overflow (see create_engine): requests
+        # hold theirs for one transaction, and the hot paths for one statement only.
+        engine = create_engine(url, pool_size=8)
         # Its own engine, not engine.execution_options(): an option engine carries a connect
-        # event that puts every statement of the hot paths through SQLAlchemy's event dispatch.
-        autocommit = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=10)
+        # event that puts every statement through SQLAlchemy's event dispatch.
+        autocommit = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=4)
         async with engine.begin() as conn:
             await ensure_signing_key(conn)
+        pool = await create_pool(url, HOT_POOL_SIZE)
         keys = KeyRing(settings, engine)
         await keys.load()
         services = Services(
             settings=settings,
             engine=engine,
             autocommit=autocommit,
+            pool=pool,
             keys=keys,
             cookies=cookies,
         )
@@ -75,6 +81,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.extras["limiter"].close()
+            await pool.close()
             await autocommit.dispose()
             await engine.dispose()
 
@@ -95,6 +102,8 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(devmail.router)
     app.state.caught_mail_dir = caught_mail_dir(settings)
 
+    # Innermost: the hot endpoints, answered before FastAPI routes (behind every check below).
+    app.add_middleware(HotPaths, routes=app.routes)
     # Outermost first: CORS answers preflights and decorates every response, the guard refuses
     # cross-site, wrongly typed or oversized requests before any route runs.
     app.add_middleware(

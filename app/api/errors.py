@@ -102,51 +102,47 @@ def is_database_outage(exc: BaseException) -> bool:
 def _is_data_exception(exc: BaseException) -> bool:
     """SQLSTATE class 22 (data exception), which asyncpg's dialect may raise as a bare DBAPIError:
     a value such as a NUL character in text that PostgreSQL refuses to store."""
-    return _sqlstate(getattr(exc, "orig", None)).startswith("22")
+    return any(_sqlstate(e).startswith("22") for e in (exc, getattr(exc, "orig", None)))
 
 
-def install(app: FastAPI, cookie_name: str, clear_cookie: str) -> None:
-    async def domain_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, AnonidError)
-        clear = None
-        if exc.code == "invalid_session" and cookie_name in request.cookies:
-            clear = clear_cookie
+def response_for(exc: Exception, clear_cookie: str | None = None) -> Response:
+    """The one mapping from an exception to its response; ``clear_cookie`` is the Set-Cookie value
+    that clears the session, given when the request carried a session cookie."""
+    if isinstance(exc, AnonidError):
+        clear = clear_cookie if exc.code == "invalid_session" else None
         return error_response(exc.code, exc.message, exc.headers, clear)
-
-    async def validation_error(request: Request, exc: Exception) -> Response:
-        return error_response("invalid_request")
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         if code is None:
             return Response(status_code=exc.status_code, headers=exc.headers)
         return error_response(code, headers=dict(exc.headers or {}))
+    if isinstance(exc, RequestValidationError):
+        return error_response("invalid_request")
+    if is_database_outage(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return error_response("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+    if isinstance(exc, sqlalchemy.exc.DataError) or _is_data_exception(exc):
+        # PostgreSQL refused a value the validators let through: the client's input, not a bug.
+        return error_response("invalid_request", "A value in the request cannot be stored.")
+    log.error("unhandled error", exc_info=exc)
+    return error_response("internal_error")
 
-    async def database_error(request: Request, exc: Exception) -> Response:
-        if is_database_outage(exc):
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return error_response("unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
-        if isinstance(exc, sqlalchemy.exc.DataError) or _is_data_exception(exc):
-            # PostgreSQL refused a value the validators let through: the client's input, not a bug.
-            return error_response("invalid_request", "A value in the request cannot be stored.")
-        log.exception("database error")
-        return error_response("internal_error")
 
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        if is_database_outage(exc):
-            return await database_error(request, exc)
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response("internal_error")
+def install(app: FastAPI, cookie_name: str, clear_cookie: str) -> None:
+    async def handle(request: Request, exc: Exception) -> Response:
+        return response_for(exc, clear_cookie if cookie_name in request.cookies else None)
 
-    app.add_exception_handler(AnonidError, domain_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(sqlalchemy.exc.SQLAlchemyError, database_error)
-    app.add_exception_handler(OSError, unexpected)
-    # asyncpg errors that escape SQLAlchemy's wrapping (e.g. from connect() while PostgreSQL shuts
-    # down) get their own handlers: the catch-all Exception handler answers but then re-raises,
-    # and the server drops the connection under the client.
-    app.add_exception_handler(asyncpg.PostgresError, unexpected)
-    app.add_exception_handler(asyncpg.InterfaceError, unexpected)
-    app.add_exception_handler(Exception, unexpected)
+    # Each class needs its own entry: Starlette's catch-all Exception handler answers but then
+    # re-raises, and the server drops the connection under the client. asyncpg errors can escape
+    # SQLAlchemy's wrapping (from connect() while PostgreSQL shuts down) or come from the hot pool.
+    for exc_class in (
+        AnonidError,
+        RequestValidationError,
+        StarletteHTTPException,
+        sqlalchemy.exc.SQLAlchemyError,
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        Exception,
+    ):
+        app.add_exception_handler(exc_class, handle)

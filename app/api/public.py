@@ -1,10 +1,9 @@
 """The session and profile endpoints of CONTRACT §5 (the anonymous half of the API).
 
-These are the hot paths, so they take no FastAPI dependencies: each verifies the session and
-borrows an autocommit connection for its one statement inline. Solving two dependencies (one of
-them a generator, with its exit stack) cost about a third of the CPU of ``GET /v1/me`` (see
-``bench/NOTES.md``); the guarantees are the same: the statement is its own transaction and is
-committed before the response is sent.
+``POST /v1/anonymous``, ``GET /v1/me`` and ``PATCH /v1/me/data`` are the hot paths: they are
+answered by ``app.api.hot`` in plain ASGI before FastAPI routes anything; the declarations here
+document them and delegate to the same handlers. The others take no FastAPI dependencies on the
+way in either: each verifies the session and borrows an autocommit connection for its statement.
 """
 
 from __future__ import annotations
@@ -14,20 +13,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from app.api.deps import (
-    Session,
-    body_spec,
-    lenient_session,
-    raw_json,
-    require_session,
-    services,
-)
+from app.api import hot
+from app.api.deps import Session, body_spec, raw_json, require_session, services
 from app.api.errors import responses
-from app.api.responses import empty_response, private_response, session_response
+from app.api.responses import empty_response, private_response
 from app.api.schemas import DataOut, SessionOut, User
-from app.errors import AnonidError
 from app.lifecycle import anonymous
-from app.lifecycle.users import get_session_user, user_view
 
 router = APIRouter(prefix="/v1")
 
@@ -45,23 +36,8 @@ SESSION_ERRORS = responses("invalid_session", "csrf_rejected")
         **responses("rate_limited", "csrf_rejected"),
     },
 )
-async def create_anonymous(request: Request) -> Response:
-    svc = services(request)
-    session = await lenient_session(request)
-    if session is not None:
-        try:
-            async with svc.autocommit.connect() as conn:
-                row = await get_session_user(conn, session.claims.sub, session.claims.sv)
-        except AnonidError:
-            pass  # a stale session: give the visitor a fresh account instead
-        else:
-            return session_response(request, svc, row, 200)
-    limiter = svc.extras.get("limiter")
-    if limiter is not None:
-        await limiter.hit_anonymous(request)
-    async with svc.autocommit.connect() as conn:
-        row = await anonymous.create_anonymous(conn, svc.settings.webhook_url_list)
-    return session_response(request, svc, row, 201)
+async def create_anonymous() -> Response:
+    return hot.Delegate(hot.create_anonymous)
 
 
 @router.get(
@@ -69,12 +45,8 @@ async def create_anonymous(request: Request) -> Response:
     summary="The current user",
     responses={200: {"model": User}, **responses("invalid_session")},
 )
-async def me(request: Request) -> Response:
-    session = await require_session(request)
-    svc = services(request)
-    async with svc.autocommit.connect() as conn:
-        row = await get_session_user(conn, session.claims.sub, session.claims.sv)
-    return private_response(request, svc, user_view(row))
+async def me() -> Response:
+    return hot.Delegate(hot.me)
 
 
 @router.patch(
@@ -95,15 +67,8 @@ async def me(request: Request) -> Response:
         schema=OBJECT_SCHEMA, media_types=("application/merge-patch+json", "application/json")
     ),
 )
-async def patch_data(request: Request) -> Response:
-    session = await require_session(request)
-    svc = services(request)
-    patch = await raw_json(request)
-    async with svc.autocommit.connect() as conn:
-        data = await anonymous.patch_data(
-            conn, session.claims.sub, session.claims.sv, patch, svc.settings.data_max_bytes
-        )
-    return private_response(request, svc, {"data": data})
+async def patch_data() -> Response:
+    return hot.Delegate(hot.patch_data)
 
 
 @router.put(

@@ -1,7 +1,7 @@
 """Anonymous accounts: create, renew (touch), and profile data.
 
-Each function is one statement, so on the autocommit engine it is one round trip and its own
-transaction; inside a larger transaction it simply joins it.
+Each function is one statement, so on the hot pool (``app.pgpool``) it is one round trip and its
+own transaction; on a SQLAlchemy connection inside a larger transaction it simply joins it.
 """
 
 from __future__ import annotations
@@ -10,18 +10,16 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
 from app.ids import guest_username, new_id
 from app.lifecycle.events import EVENT_CTE, event_params
 from app.lifecycle.users import USER_COLUMNS
+from app.pgpool import Db, Statement, fetchrow
 
 MAX_DEPTH = 32
 
-_CREATE = sa.text(
+_CREATE = Statement(
     f"""
 WITH u AS (
     INSERT INTO users (id, username, is_anonymous, data, created_at, updated_at)
@@ -33,7 +31,7 @@ SELECT * FROM u
 )
 
 # Sliding renewal touches at most once a day, so a busy guest does not rewrite its row per request.
-_TOUCH = sa.text(
+_TOUCH = Statement(
     f"""
 UPDATE users SET updated_at = now()
 WHERE id = :id AND session_version = :sv AND updated_at < now() - interval '1 day'
@@ -41,7 +39,7 @@ RETURNING {USER_COLUMNS}
 """
 )
 
-_PATCH = sa.text(
+_PATCH = Statement(
     """
 UPDATE users SET data = jsonb_merge_patch(data, CAST(:patch AS jsonb)), updated_at = now()
 WHERE id = :id AND session_version = :sv
@@ -50,7 +48,7 @@ RETURNING data
 """
 )
 
-_PUT = sa.text(
+_PUT = Statement(
     """
 UPDATE users SET data = CAST(:data AS jsonb), updated_at = now()
 WHERE id = :id AND session_version = :sv AND octet_length(CAST(:data AS jsonb)::text) <= :max
@@ -58,20 +56,22 @@ RETURNING data
 """
 )
 
-_SESSION_VERSION = sa.text("SELECT session_version FROM users WHERE id = :id")
+_SESSION_VERSION = Statement("SELECT session_version FROM users WHERE id = :id")
 
 
-async def create_anonymous(conn: AsyncConnection, webhook_urls: list[str]) -> Row[Any]:
+async def create_anonymous(db: Db, webhook_urls: list[str]) -> Any:
     """A new anonymous account and its ``user.anonymous_created`` event, in one statement."""
     user_id = new_id()
     params = event_params("user.anonymous_created", user_id, {"id": str(user_id)}, webhook_urls)
     params.update(id=user_id, username=guest_username())
-    return (await conn.execute(_CREATE, params)).one()
+    row = await fetchrow(db, _CREATE, params)
+    assert row is not None  # an INSERT … RETURNING returns its row or raises
+    return row
 
 
-async def touch(conn: AsyncConnection, user_id: UUID, session_version: int) -> None:
+async def touch(db: Db, user_id: UUID, session_version: int) -> None:
     """Mark an anonymous account as recently used (keeps it from the cull)."""
-    await conn.execute(_TOUCH, {"id": user_id, "sv": session_version})
+    await fetchrow(db, _TOUCH, {"id": user_id, "sv": session_version})
 
 
 def validate_data(doc: Any, *, patch: bool) -> None:
@@ -96,15 +96,13 @@ def validate_data(doc: Any, *, patch: bool) -> None:
             raise AnonidError("invalid_data", "Integers must fit in 64 bits.")
 
 
-async def _data_write(
-    conn: AsyncConnection, stmt: sa.TextClause, params: dict[str, Any]
-) -> dict[str, Any]:
-    row = (await conn.execute(stmt, params)).first()
+async def _data_write(db: Db, stmt: Statement, params: dict[str, Any]) -> dict[str, Any]:
+    row = await fetchrow(db, stmt, params)
     if row is not None:
-        return row.data  # type: ignore[no-any-return]
+        return row[0]  # type: ignore[no-any-return]
     # Rare path: find out whether the session or the size refused the write.
-    sv = await conn.scalar(_SESSION_VERSION, {"id": params["id"]})
-    if sv is None or sv != params["sv"]:
+    found = await fetchrow(db, _SESSION_VERSION, {"id": params["id"]})
+    if found is None or found[0] != params["sv"]:
         raise AnonidError("invalid_session")
     raise AnonidError(
         "data_too_large", f"Profile data may be at most {params['max']} bytes once stored."
@@ -112,7 +110,7 @@ async def _data_write(
 
 
 async def patch_data(
-    conn: AsyncConnection,
+    db: Db,
     user_id: UUID,
     session_version: int,
     patch: dict[str, Any],
@@ -126,11 +124,11 @@ async def patch_data(
         "max": max_bytes,
         "patch": orjson.dumps(patch).decode(),
     }
-    return await _data_write(conn, _PATCH, params)
+    return await _data_write(db, _PATCH, params)
 
 
 async def replace_data(
-    conn: AsyncConnection, user_id: UUID, session_version: int, data: dict[str, Any], max_bytes: int
+    db: Db, user_id: UUID, session_version: int, data: dict[str, Any], max_bytes: int
 ) -> dict[str, Any]:
     """Replace the whole profile document."""
     validate_data(data, patch=False)
@@ -140,4 +138,4 @@ async def replace_data(
         "max": max_bytes,
         "data": orjson.dumps(data).decode(),
     }
-    return await _data_write(conn, _PUT, params)
+    return await _data_write(db, _PUT, params)

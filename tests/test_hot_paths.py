@@ -1,0 +1,92 @@
+"""The plain-ASGI hot paths (``app.api.hot``) and their asyncpg pool (``app.pgpool``)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import sqlalchemy as sa
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.pgpool import Statement, driver_dsn
+from tests.conftest import BASE_URL, AppFactory
+
+
+def test_a_statement_compiles_once_to_positional_parameters_in_a_fixed_order() -> None:
+    stmt = Statement("UPDATE t SET a = :a WHERE id = :id AND a <> :a RETURNING :id AS x")
+    assert stmt.order == ("a", "id")
+    assert "$1" in stmt.sql and "$2" in stmt.sql and ":a" not in stmt.sql
+    assert stmt.args({"id": 7, "a": "v", "unused": 0}) == ["v", 7]
+
+
+def test_a_sqlalchemy_url_becomes_an_asyncpg_dsn_with_its_password() -> None:
+    dsn = driver_dsn("postgresql+asyncpg://u:s3cret@db.example:5433/anonid?ssl=require")
+    assert dsn == "postgresql://u:s3cret@db.example:5433/anonid?ssl=require"
+
+
+async def test_hot_endpoints_work_the_same_behind_a_root_path_through_their_declarations(
+    app: FastAPI,
+) -> None:
+    # Under a root path the plain-ASGI dispatch steps aside and FastAPI's declarations answer,
+    # delegating to the same handlers.
+    transport = httpx.ASGITransport(app=app, root_path="/auth")
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL + "/auth") as c:
+        created = await c.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+        assert created.status_code == 201, created.text
+        auth = {"Authorization": f"Bearer {created.json()['access_token']}"}
+        me = await c.get("/v1/me", headers=auth)
+        assert me.status_code == 200 and me.json()["id"] == created.json()["user"]["id"]
+        patched = await c.patch("/v1/me/data", json={"a": {"b": 1}}, headers=auth)
+        assert patched.status_code == 200 and patched.json() == {"data": {"a": {"b": 1}}}
+        refused = await c.get("/v1/me", headers={"Authorization": "Bearer nope"})
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_session"
+
+
+async def test_hot_pool_connections_are_returned_without_an_open_transaction(
+    app_with: AppFactory, engine: AsyncEngine
+) -> None:
+    # The pool skips asyncpg's per-release reset query; no request may leave a transaction
+    # (and its locks) behind on a pooled connection, whatever the outcome.
+    _, c = await app_with()
+    created = await c.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+    auth = {"Authorization": f"Bearer {created.json()['access_token']}"}
+    for _ in range(5):
+        assert (await c.get("/v1/me", headers=auth)).status_code == 200
+        assert (await c.patch("/v1/me/data", json={"n": 1}, headers=auth)).status_code == 200
+        too_big = await c.patch("/v1/me/data", json={"x": "y" * 70_000}, headers=auth)
+        assert too_big.status_code in (413, 422)
+        assert (await c.patch("/v1/me/data", content=b"{", headers=auth | _JSON)).status_code == 400
+    async with engine.connect() as conn:
+        states = (
+            await conn.execute(
+                sa.text(
+                    "SELECT state FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        ).scalars()
+        assert not [s for s in states if s and s.startswith("idle in transaction")]
+
+
+_JSON = {"Content-Type": "application/json"}
+
+
+async def test_hot_requests_are_logged_and_counted_under_their_route_templates(
+    client: httpx.AsyncClient,
+) -> None:
+    created = await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+    auth = {"Authorization": f"Bearer {created.json()['access_token']}"}
+    await client.get("/v1/me", headers=auth)
+    await client.patch("/v1/me/data", json={"k": 1}, headers=auth)
+    text = (await client.get("/metrics")).text
+    for method, route, status in (
+        ("POST", "/v1/anonymous", "201"),
+        ("GET", "/v1/me", "200"),
+        ("PATCH", "/v1/me/data", "200"),
+    ):
+        pattern = (
+            r"anonid_http_requests_total\{[^}]*"
+            + rf'method="{method}",route="{re.escape(route)}",status="{status}"'
+        )
+        assert re.search(pattern, text), (method, route, status)
