@@ -104,6 +104,8 @@ def serve(
         "host": host,
         "port": port,
         "log_config": None,
+        # anonid writes its own access line (route template, never the query string).
+        "access_log": False,
         "proxy_headers": False,
         "server_header": False,
     }

@@ -58,6 +58,9 @@ class RequestObserver:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        # (method, route template, status) -> its two series; bounded like the labels themselves.
+        # Looking a labelled child up costs more than counting, on every request.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def template(self, scope: Scope) -> str:
         routed = route_template(scope)
@@ -100,19 +103,34 @@ class RequestObserver:
         elapsed = time.perf_counter() - started
         method = scope["method"]
         route = self.template(scope)
-        label = str(status)
-        metrics.REQUESTS.labels(method, route, label).inc()
-        metrics.REQUEST_SECONDS.labels(method, route, label).observe(elapsed)
-        access_log.info(
+        series = self._series.get((method, route, status))
+        if series is None:
+            label = str(status)
+            series = (
+                metrics.REQUESTS.labels(method, route, label),
+                metrics.REQUEST_SECONDS.labels(method, route, label),
+            )
+            self._series[(method, route, status)] = series
+        series[0].inc()
+        series[1].observe(elapsed)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        duration_ms = elapsed * 1000
+        # Built and handled directly: Logger.info would first walk the stack to find the caller's
+        # file and line, which no format shows, on every request.
+        record = access_log.makeRecord(
+            access_log.name,
+            logging.INFO,
+            __file__,
+            0,
             "%s %s %d %.1fms",
-            method,
-            route,
-            status,
-            elapsed * 1000,
+            (method, route, status, duration_ms),
+            None,
             extra={
                 "method": method,
                 "route": route,
                 "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
+                "duration_ms": round(duration_ms, 2),
             },
         )
+        access_log.handle(record)
