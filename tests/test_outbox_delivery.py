@@ -8,11 +8,8 @@ never with timings, so a loaded machine can slow these tests down but not fail t
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import AsyncIterator
-from email import message_from_bytes
-from email import policy as email_policy
 from typing import Any
 
 import pytest
@@ -21,14 +18,10 @@ from aiosmtpd.controller import Controller
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
-from app.outbox.enqueue import EMAIL_KINDS, render_email
+from app.outbox.enqueue import render_email
 from app.outbox.mail import (
-    HEADER_POLICY,
     SmtpSender,
     SmtpTarget,
-    _fast_message_bytes,
-    build_message,
-    message_bytes,
 )
 from tests.conftest import make_settings
 from tests.mailserver import free_port
@@ -245,69 +238,6 @@ async def test_a_connection_closed_by_the_server_while_idle_is_not_reused(
         controller.stop()
     assert gate.recipients() == [first, second]
     assert (await outbox_row(db, row_id)).attempts == 1
-
-
-def _normalised(raw: bytes) -> bytes:
-    raw = re.sub(rb"={15}\d+==", b"BOUNDARY", raw)
-    raw = re.sub(rb"Date: [^\r\n]*", b"Date: -", raw)
-    # The email package also repeats MIME-Version in the HTML part; it means nothing there.
-    return raw.replace(b"MIME-Version: 1.0\r\n\r\n<", b"\r\n<")
-
-
-@pytest.mark.parametrize("kind", EMAIL_KINDS)
-def test_the_common_email_is_written_as_the_email_package_would_write_it(kind: str) -> None:
-    settings = make_settings("postgresql://unused@127.0.0.1/unused")
-    context = {
-        "link": "https://anonid.test/account/setup?token=" + "t" * 43,
-        "ttl_hours": 24,
-        "ttl_minutes": 60,
-        "reset_request_url": "https://anonid.test/account/reset",
-        "login_url": "https://anonid.test/account/login",
-    }
-    payload = render_email(settings, kind, "someone@example.com", context)
-    fast = message_bytes(payload)
-    general = build_message(payload).as_bytes(policy=HEADER_POLICY)
-    assert _normalised(fast) == _normalised(general)
-    parsed = message_from_bytes(fast, policy=email_policy.default)
-    assert parsed["Message-ID"] == payload["message_id"]
-    assert parsed["To"] == "someone@example.com"
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"subject": "Votre mot de passe a été changé"},
-        {"to": "Ünïcode <u@example.com>"},
-        {"text": "Grüße\n"},
-        {"html": "<p>" + "x" * 1200 + "</p>\n"},
-        {"subject": "=?utf-8?q?encoded?="},
-        {"from": "Ünïcode <no-reply@localhost>"},
-    ],
-)
-def test_an_email_outside_the_common_shape_is_written_by_the_email_package(
-    change: dict[str, str],
-) -> None:
-    settings = make_settings("postgresql://unused@127.0.0.1/unused")
-    payload = render_email(
-        settings,
-        "password_changed",
-        "someone@example.com",
-        {"reset_request_url": "https://anonid.test/account/reset"},
-    )
-    payload.update(change)
-    assert _fast_message_bytes(payload) is None
-    raw = message_bytes(payload)
-    parsed = message_from_bytes(raw, policy=email_policy.default)
-    general = message_from_bytes(
-        build_message(payload).as_bytes(policy=HEADER_POLICY), policy=email_policy.default
-    )
-    for header in ("From", "To", "Subject", "Message-ID", "Content-Type"):
-        assert str(parsed[header]).split(";")[0] == str(general[header]).split(";")[0]
-    for subtype in ("plain", "html"):
-        ours = parsed.get_body(preferencelist=(subtype,))
-        theirs = general.get_body(preferencelist=(subtype,))
-        assert ours is not None and theirs is not None
-        assert ours.get_content() == theirs.get_content()  # type: ignore[attr-defined]
 
 
 async def test_a_delivery_that_cannot_be_recorded_at_once_is_recorded_later_and_not_resent(

@@ -9,12 +9,8 @@ caller passes its own ``ssl.SSLContext`` (a private CA).
 from __future__ import annotations
 
 import asyncio
-import functools
-import random
-import re
 import socket
 import ssl
-import sys
 import time
 from dataclasses import dataclass
 from email import policy as email_policy
@@ -88,99 +84,8 @@ def build_message(payload: dict[str, Any]) -> EmailMessage:
     return msg
 
 
-# The common email, written directly: ASCII headers that need no encoding, quoting or folding and
-# ASCII bodies with short lines. The email package parses every header it is given and every
-# Content-Type it sets (about 3 ms of CPU per email, most of the worker's time per delivery);
-# anything outside this shape takes that general path (``build_message``) instead.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
-_PLAIN_MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[A-Za-z0-9.-]+>")
-_PLAIN_TEXT = re.compile(r"[ -~]*")  # printable ASCII, no line breaks
-
-
-@functools.lru_cache(maxsize=16)
-def _from_header_is_kept(value: str) -> bool:
-    """Whether the email package writes this From value back exactly as given."""
-    msg = EmailMessage(policy=HEADER_POLICY)
-    try:
-        msg["From"] = value
-    except (ValueError, TypeError):
-        return False
-    return msg.as_bytes(policy=HEADER_POLICY) == f"From: {value}\r\n\r\n".encode()
-
-
-def _plain_body(text: str) -> bytes | None:
-    """``text`` as a 7bit body (CRLF lines, final CRLF), or None when it needs encoding."""
-    if not text.isascii():
-        return None
-    lines = text.encode("ascii").splitlines()
-    if any(len(line) > 998 for line in lines):
-        return None
-    return b"\r\n".join(lines) + b"\r\n"
-
-
-def _fast_message_bytes(payload: dict[str, Any]) -> bytes | None:
-    sender, to, subject, message_id = (
-        payload["from"],
-        payload["to"],
-        payload["subject"],
-        payload["message_id"],
-    )
-    if not (
-        isinstance(sender, str)
-        and isinstance(to, str)
-        and isinstance(subject, str)
-        and isinstance(message_id, str)
-        and _PLAIN_ADDRESS.fullmatch(to)
-        and _PLAIN_MESSAGE_ID.fullmatch(message_id)
-        and _PLAIN_TEXT.fullmatch(subject)
-        and "=?" not in subject  # would be read as an encoded word
-        and subject.strip() == subject
-        and 0 < len(subject) < 900
-        and max(len(to), len(message_id)) < 900
-        and _from_header_is_kept(sender)
-    ):
-        return None
-    text, html = _plain_body(payload["text"]), _plain_body(payload["html"])
-    if text is None or html is None:
-        return None
-    while True:
-        boundary = f"==============={random.randrange(sys.maxsize):019d}=="  # noqa: S311
-        if boundary.encode() not in text and boundary.encode() not in html:
-            break
-    head = (
-        f"From: {sender}\r\n"
-        f"To: {to}\r\n"
-        f"Subject: {subject}\r\n"
-        f"Message-ID: {message_id}\r\n"
-        f"Date: {formatdate(localtime=False, usegmt=True)}\r\n"
-        "Auto-Submitted: auto-generated\r\n"
-        "MIME-Version: 1.0\r\n"
-        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n'
-        "\r\n"
-    )
-    part = 'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n'
-    dash = f"--{boundary}\r\n".encode()
-    return b"".join(
-        (
-            head.encode(),
-            dash,
-            part.format("plain").encode(),
-            text,
-            b"\r\n",
-            dash,
-            part.format("html").encode(),
-            html,
-            b"\r\n",
-            f"--{boundary}--\r\n".encode(),
-        )
-    )
-
-
 def message_bytes(payload: dict[str, Any]) -> bytes:
     """The email of an outbox payload as sent: what ``build_message`` makes, CRLF lines."""
-    fast = _fast_message_bytes(payload)
-    if fast is not None:
-        return fast
     # Flattened here because aiosmtplib would re-fold headers with its own policy.
     return build_message(payload).as_bytes(policy=HEADER_POLICY)
 
