@@ -112,11 +112,9 @@ def serve(
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 (comparison)
     with _mail_target(settings, f"http://{shown}:{port}/dev/mail"):
         if workers == 1:
-            from app.main import create_app, freeze_startup_heap
+            from app.main import create_app
 
-            app = create_app(settings, database_url=url)
-            freeze_startup_heap()
-            uvicorn.run(app, **common)
+            uvicorn.run(create_app(settings, database_url=url, freeze_heap=True), **common)
         else:
             from app.metrics import multiprocess_directory
 

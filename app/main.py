@@ -28,7 +28,9 @@ from app.settings import Settings, load_settings
 
 log = logging.getLogger("anonid")
 
-HOT_POOL_SIZE = 10
+# With fewer connections than wrk's 32 concurrent requests, waiting for one widened the latency
+# spread: p99 88-126 ms with 10, 42-50 ms with 16 (bench/NOTES.md).
+HOT_POOL_SIZE = 16
 
 
 async def _refresh_keys(keys: KeyRing) -> None:
@@ -40,16 +42,23 @@ async def _refresh_keys(keys: KeyRing) -> None:
             log.warning("could not refresh signing keys: %s", type(exc).__name__)
 
 
-def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    database_url: str | None = None,
+    *,
+    freeze_heap: bool = False,
+) -> FastAPI:
+    """The service; ``freeze_heap`` (serving processes only) exempts what start-up built from
+    the cyclic GC once the lifespan has started (see ``freeze_startup_heap``)."""
     settings = settings or load_settings()
     cookies = CookieJar(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
-        # 8 + 4 + 10 connections per worker, none of them overflow (see create_engine): requests
+        # 6 + 4 + 16 connections per worker, none of them overflow (see create_engine): requests
         # hold theirs for one transaction, and the hot paths for one statement only.
-        engine = create_engine(url, pool_size=8)
+        engine = create_engine(url, pool_size=6)
         # Its own engine, not engine.execution_options(): an option engine carries a connect
         # event that puts every statement through SQLAlchemy's event dispatch.
         autocommit = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=4)
@@ -74,6 +83,9 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
 
             worker = OutboxWorker(engine, settings, smtp_url=effective_smtp_url(settings))
             tasks.append(asyncio.create_task(worker.run(), name="anonid-worker"))
+        if freeze_heap:
+            # After the pools, keys, worker and limiter exist: they live as long as the process.
+            freeze_startup_heap()
         try:
             yield
         finally:
@@ -136,18 +148,17 @@ def worker_app() -> FastAPI:
     from app.logs import configure_logging
 
     configure_logging(settings.log_format)
-    app = create_app(settings, database_url=os.environ.get(RESOLVED_URL_ENV))
-    freeze_startup_heap()
-    return app
+    return create_app(settings, database_url=os.environ.get(RESOLVED_URL_ENV), freeze_heap=True)
 
 
 def freeze_startup_heap() -> None:
     """Exempt everything built at start (modules, routes, schemas) from the cyclic GC.
 
     A full collection otherwise walks those ~100,000 objects every time it runs: a pause of
-    tens of milliseconds in the middle of serving (see ``bench/NOTES.md``). Only for a serving
-    process: frozen objects are never collected, which a test process creating many apps
-    should not do.
+    tens of milliseconds in the middle of serving (see ``bench/NOTES.md``). Run once the
+    lifespan has started, so the connection pools, prepared statements and the outbox worker
+    are frozen too. Only for a serving process: frozen objects are never collected, which a
+    test process creating many apps should not do.
     """
     gc.collect()
     gc.freeze()

@@ -7,7 +7,7 @@ own transaction, one round trip, without SQLAlchemy's execution layers, which co
 more than PostgreSQL did: ``bench/NOTES.md``).
 
 Guarantees of the pool:
-- a fixed set of connections opened at start and kept (no churn under bursts);
+- at most ``size`` connections, each opened when first needed and then kept (no churn);
 - a connection lost with the server is replaced on the next acquire, so a PostgreSQL restart
   heals without restarting the service; acquiring fails fast (5 s) and statements time out (30 s);
 - releasing a connection costs no round trip (see ``_keep_session``);
@@ -99,9 +99,10 @@ def driver_dsn(url: str) -> str:
 async def create_pool(url: str, size: int) -> Pool:
     return await asyncpg.create_pool(  # type: ignore[no-any-return]
         driver_dsn(url),
-        min_size=size,
+        # Opened on demand, like the engine's, and then kept: reconnecting under a burst would cost
+        # more than the requests themselves.
+        min_size=0,
         max_size=size,
-        # Kept open like the engine's connections: reconnecting costs more than the requests.
         max_inactive_connection_lifetime=0,
         init=_init_connection,
         reset=_keep_session,
