@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
@@ -40,6 +42,16 @@ async def _refresh_keys(keys: KeyRing) -> None:
             await keys.load()
         except Exception as exc:  # the database may be down; keep the cached keys
             log.warning("could not refresh signing keys: %s", type(exc).__name__)
+
+
+def _fastapi_telemetry() -> TelemetryConfig | None:
+    """FastAPI's OpenTelemetry instrumentation where OpenTelemetry is set up (``OTEL_*`` or
+    ``FASTAPI_OTEL_AUTO_CONFIGURE`` in the environment, as ``opentelemetry-instrument`` sets).
+    Elsewhere it would only ask, on every request, whether a provider has appeared: about 4 %
+    of the CPU of ``POST /v1/anonymous`` (``bench/NOTES.md``)."""
+    if any(k.startswith("OTEL_") or k == "FASTAPI_OTEL_AUTO_CONFIGURE" for k in os.environ):
+        return None
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 def create_app(
@@ -98,6 +110,7 @@ def create_app(
             await engine.dispose()
 
     app = FastAPI(
+        telemetry=_fastapi_telemetry(),
         title="anonid",
         version=__version__,
         summary="Anonymous accounts that become registered ones, on your own PostgreSQL.",
@@ -140,8 +153,6 @@ def create_app(
 
 def worker_app() -> FastAPI:
     """Factory for ``serve --workers N``: the parent resolved (and migrated) the database."""
-    import os
-
     from app.cli import RESOLVED_URL_ENV
 
     settings = load_settings()

@@ -64,6 +64,13 @@ class _Key:
     public: ec.EllipticCurvePublicKey
     jwk: dict[str, Any]
 
+    @property
+    def header_segment(self) -> bytes:
+        """The JOSE header of every token this key signs, as its base64url segment (what
+        ``jwt.encode`` writes: compact JSON, sorted keys)."""
+        header = {"alg": "ES256", "kid": self.kid, "typ": "JWT"}
+        return _b64(orjson.dumps(header, option=orjson.OPT_SORT_KEYS)).encode()
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -131,6 +138,10 @@ class KeyRing:
         self.settings = settings
         self.engine = engine
         self._current: _Key | None = None
+        self._current_header = b""
+        self._signer = ECAlgorithm(ECAlgorithm.SHA256)
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.audience
         self._keys: dict[str, _Key] = {}
         self._loaded_at = 0.0
         self._keep_days = max(settings.anonymous_ttl_days, settings.session_ttl_days) + 1
@@ -157,6 +168,7 @@ class KeyRing:
         if current is None:
             raise RuntimeError("no current signing key; run the service once to create one")
         self._keys, self._current, self._loaded_at = keys, current, time.monotonic()
+        self._current_header = current.header_segment
 
     async def refresh_if_stale(self) -> None:
         if time.monotonic() - self._loaded_at > self.settings.key_cache_seconds:
@@ -169,12 +181,15 @@ class KeyRing:
         return self._anon_ttl if anonymous else self._session_ttl
 
     def issue(self, user_id: UUID, anonymous: bool, session_version: int) -> IssuedToken:
-        assert self._current is not None and self._current.private is not None
+        """A signed session token (JWS compact form): the header segment is built once per key,
+        the payload with orjson, and PyJWT's ES256 algorithm signs (raw r||s, RFC 7518 §3.4)."""
+        current = self._current
+        assert current is not None and current.private is not None
         now = int(time.time())
         ttl = self.ttl(anonymous)
         payload = {
-            "iss": self.settings.jwt_issuer,
-            "aud": self.settings.audience,
+            "iss": self._issuer,
+            "aud": self._audience,
             "sub": str(user_id),
             "iat": now,
             "exp": now + ttl,
@@ -182,13 +197,9 @@ class KeyRing:
             "anon": anonymous,
             "sv": session_version,
         }
-        token = jwt.encode(
-            payload,
-            self._current.private,
-            algorithm="ES256",
-            headers={"kid": self._current.kid, "typ": "JWT"},
-        )
-        return IssuedToken(token, ttl)
+        signing_input = self._current_header + b"." + _b64(orjson.dumps(payload)).encode()
+        signature = self._signer.sign(signing_input, current.private)
+        return IssuedToken(f"{signing_input.decode()}.{_b64(signature)}", ttl)
 
     async def verify(self, token: str) -> Claims:
         """Signature, algorithm, issuer, audience and expiry; the database checks come after."""

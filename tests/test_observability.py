@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from pathlib import Path
@@ -285,3 +286,15 @@ async def test_an_unhandled_error_is_logged_with_the_request_id(
     assert errors and all(rec.request_id == "req-boom-1" for rec in errors)
     (access,) = [rec for rec in caplog.records if rec.name == "anonid.access"]
     assert access.status == 500 and access.route == "/boom"
+
+
+def test_fastapi_opentelemetry_is_on_only_where_opentelemetry_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.main import _fastapi_telemetry
+
+    for name in [k for k in os.environ if k.startswith("OTEL_")] + ["FASTAPI_OTEL_AUTO_CONFIGURE"]:
+        monkeypatch.delenv(name, raising=False)
+    assert _fastapi_telemetry() == {"tracing": False, "metrics": False, "logs": False}
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "anonid")
+    assert _fastapi_telemetry() is None  # FastAPI's defaults: instrument what is configured
