@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 
 import httpx
@@ -9,8 +10,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.main import create_app
 from app.pgpool import Statement, driver_dsn
-from tests.conftest import BASE_URL, AppFactory
+from tests.conftest import BASE_URL, AppFactory, make_settings
 
 
 def test_a_statement_compiles_once_to_positional_parameters_in_a_fixed_order() -> None:
@@ -90,3 +92,19 @@ async def test_hot_requests_are_logged_and_counted_under_their_route_templates(
             + rf'method="{method}",route="{re.escape(route)}",status="{status}"'
         )
         assert re.search(pattern, text), (method, route, status)
+
+
+async def test_a_serving_app_freezes_its_heap_once_its_pools_exist(database_url: str) -> None:
+    def collected_later(obj: object) -> bool:
+        # Frozen objects sit in the permanent generation, which gc.get_objects() leaves out.
+        return id(obj) in {id(o) for o in gc.get_objects()}
+
+    for freeze in (False, True):
+        app = create_app(make_settings(database_url), database_url=database_url, freeze_heap=freeze)
+        try:
+            async with app.router.lifespan_context(app):
+                services = app.state.services
+                assert collected_later(services.pool) is not freeze
+                assert collected_later(services.keys) is not freeze
+        finally:
+            gc.unfreeze()  # a test process builds many apps; let them be collected
