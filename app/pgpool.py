@@ -10,7 +10,8 @@ Guarantees of the pool:
 - at most ``size`` connections, each opened when first needed and then kept (no churn);
 - a connection lost with the server is replaced on the next acquire, so a PostgreSQL restart
   heals without restarting the service; acquiring fails fast (5 s) and statements time out (30 s);
-- releasing a connection costs no round trip (see ``_keep_session``);
+- releasing a connection costs no round trip (see ``_keep_session``); a connection whose
+  statement failed other than by an error PostgreSQL answered is closed instead of reused;
 - jsonb comes back decoded with orjson; jsonb parameters are passed as JSON text, as with the
   engine.
 """
@@ -64,7 +65,18 @@ async def fetchrow(db: Db, stmt: Statement, params: Mapping[str, Any]) -> Any:
     if isinstance(db, AsyncConnection):
         return (await db.execute(stmt.clause, params)).first()
     async with db.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
-        return await conn.fetchrow(stmt.sql, *stmt.args(params))
+        try:
+            return await conn.fetchrow(stmt.sql, *stmt.args(params))
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate and exc.sqlstate.startswith(("08", "57")):
+                conn.terminate()
+            raise
+        except BaseException:
+            # Not an error PostgreSQL answered (a lost connection, a timeout, a cancellation):
+            # the protocol may be mid-operation, and releasing skips asyncpg's reset query that
+            # would have noticed, so this connection is closed rather than handed out again.
+            conn.terminate()
+            raise
 
 
 def row_mapping(row: Any) -> Mapping[str, Any]:

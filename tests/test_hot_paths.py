@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 
+import asyncpg
 import httpx
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -108,3 +110,36 @@ async def test_a_serving_app_freezes_its_heap_once_its_pools_exist(database_url:
                 assert collected_later(services.keys) is not freeze
         finally:
             gc.unfreeze()  # a test process builds many apps; let them be collected
+
+
+async def test_hot_pool_connections_killed_by_the_server_are_replaced_never_answering_500(
+    app_with: AppFactory, database_url: str
+) -> None:
+    _, c = await app_with()
+    created = await c.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+    auth = {"Authorization": f"Bearer {created.json()['access_token']}"}
+
+    async def wave() -> list[int]:
+        calls = [c.get("/v1/me", headers=auth) for _ in range(12)]
+        calls += [c.patch("/v1/me/data", json={"n": i}, headers=auth) for i in range(12)]
+        return [r.status_code for r in await asyncio.gather(*calls)]
+
+    assert set(await wave()) == {200}  # the pool now holds several connections
+    killer = await asyncpg.connect(driver_dsn(database_url))
+    try:
+        killed = await killer.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        )
+    finally:
+        await killer.close()
+    assert killed > 0
+    statuses = await wave()
+    assert set(statuses) <= {200, 503}, statuses
+    for _ in range(20):
+        if set(await wave()) == {200}:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the hot paths did not recover after their connections were killed")

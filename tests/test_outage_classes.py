@@ -17,6 +17,10 @@ from app.api.errors import is_database_outage
             "terminating connection due to administrator command"
         ),
         ConnectionRefusedError(111, "Connection refused"),
+        asyncpg.exceptions.InterfaceError("connection is closed"),
+        asyncpg.exceptions.InternalClientError(
+            "cannot switch to state 12; another operation (2) is in progress"
+        ),
     ],
 )
 def test_connection_level_failures_are_outages(exc: BaseException) -> None:

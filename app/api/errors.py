@@ -19,6 +19,7 @@ from app.errors import ERRORS, AnonidError
 log = logging.getLogger("anonid.api")
 
 RETRY_AFTER_SECONDS = "2"
+_AsyncpgClientError: type[Exception] = asyncpg.exceptions.InternalClientError
 
 
 class ErrorBody(BaseModel):
@@ -96,7 +97,15 @@ def is_database_outage(exc: BaseException) -> bool:
         return isinstance(exc, sqlalchemy.exc.InterfaceError | sqlalchemy.exc.OperationalError)
     if isinstance(exc, sqlalchemy.exc.TimeoutError | sqlalchemy.exc.DisconnectionError):
         return True
-    return isinstance(exc, OSError | TimeoutError | ConnectionError)
+    # asyncpg's own (the hot pool, unwrapped): "connection is closed" and the like, which
+    # SQLAlchemy reports as its InterfaceError above, and a pooled connection the server closed
+    # while it sat idle ("cannot switch to state …; another operation is in progress": the
+    # server's goodbye arrived before the connection noticed it was closed). The statement was
+    # not sent, and app.pgpool closes that connection.
+    return isinstance(
+        exc,
+        OSError | TimeoutError | ConnectionError | asyncpg.InterfaceError | _AsyncpgClientError,
+    )
 
 
 def _is_data_exception(exc: BaseException) -> bool:
