@@ -230,7 +230,7 @@ def cull(
         int | None,
         typer.Option(min=1, max=36500, help="Override ANONID_CULL_AFTER_DAYS for this run."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=10000, help="Rows per batch.")] = 5000,
+    batch_size: Annotated[int, typer.Option(min=1, max=10000, help="Rows per batch.")] = 1000,
 ) -> None:
     """Delete stale anonymous accounts now; prints one JSON object."""
     import orjson
