@@ -111,7 +111,11 @@ def json_body(model: type[M], code: str = "invalid_request") -> Callable[[Reques
 
 
 async def raw_json(request: Request) -> Any:
-    body = await request.body()
+    return parse_json(await request.body())
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON (orjson: strict UTF-8, no lone surrogates), or ``invalid_json``."""
     if not body:
         raise AnonidError("invalid_json", "The request needs a JSON body.")
     try:

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.deps import parse_json
 from app.api.errors import response_for
 from app.errors import AnonidError
 from app.lifecycle import anonymous
@@ -142,13 +143,7 @@ async def _json_body(receive: Receive) -> Any:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
-    body = b"".join(chunks)
-    if not body:
-        raise AnonidError("invalid_json", "The request needs a JSON body.")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise AnonidError("invalid_json") from None
+    return parse_json(b"".join(chunks))
 
 
 async def create_anonymous(req: HotRequest, receive: Receive) -> Reply:
