@@ -46,33 +46,51 @@ class Session:
     via_cookie: bool
 
 
+def wants_bearer(x_anonid_token: str | None) -> bool:
+    """``X-Anonid-Token: bearer``: the session token goes in the body instead of a cookie."""
+    return (x_anonid_token or "").strip().lower() == "bearer"
+
+
 def bearer_wanted(request: Request) -> bool:
-    return request.headers.get("x-anonid-token", "").strip().lower() == "bearer"
+    return wants_bearer(request.headers.get("x-anonid-token"))
 
 
-def _token(request: Request) -> tuple[str | None, bool]:
-    auth = request.headers.get("authorization")
-    if auth is not None:
-        scheme, _, value = auth.partition(" ")
+def session_token(authorization: str | None, cookie: str | None) -> tuple[str | None, bool]:
+    """The session token and whether it came in the cookie: ``Authorization: Bearer`` wins (a
+    malformed one is ``invalid_session``), else the session cookie."""
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             raise AnonidError("invalid_session")
         return value.strip(), False
-    cookie = request.cookies.get(services(request).cookies.name)
     return (cookie or None), True
+
+
+async def verified_session(
+    svc: Services, token: str, via_cookie: bool
+) -> tuple[Claims, IssuedToken | None]:
+    """The token's claims, after sliding renewal: an anonymous session older than a day touches
+    its account and, when it came as a cookie, gets a fresh token to send back."""
+    claims = await svc.keys.verify(token)
+    renewed = None
+    if needs_renewal(claims):
+        await touch(svc.pool, claims.sub, claims.sv)
+        if via_cookie:
+            renewed = svc.keys.issue(claims.sub, claims.anon, claims.sv)
+    return claims, renewed
 
 
 async def optional_session(request: Request) -> Session | None:
     """The caller's verified session, ``None`` without one; a bad token is ``invalid_session``."""
-    token, via_cookie = _token(request)
+    svc = services(request)
+    token, via_cookie = session_token(
+        request.headers.get("authorization"), request.cookies.get(svc.cookies.name)
+    )
     if token is None:
         return None
-    svc = services(request)
-    claims = await svc.keys.verify(token)
-    if needs_renewal(claims):
-        async with svc.autocommit.connect() as conn:
-            await touch(conn, claims.sub, claims.sv)
-        if via_cookie:
-            request.state.renewed = svc.keys.issue(claims.sub, claims.anon, claims.sv)
+    claims, fresh = await verified_session(svc, token, via_cookie)
+    if fresh is not None:
+        request.state.renewed = fresh
     return Session(claims, via_cookie)
 
 

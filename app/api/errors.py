@@ -19,7 +19,6 @@ from app.errors import ERRORS, AnonidError
 log = logging.getLogger("anonid.api")
 
 RETRY_AFTER_SECONDS = "2"
-_AsyncpgClientError: type[Exception] = asyncpg.exceptions.InternalClientError
 
 
 class ErrorBody(BaseModel):
@@ -102,10 +101,8 @@ def is_database_outage(exc: BaseException) -> bool:
     # while it sat idle ("cannot switch to state …; another operation is in progress": the
     # server's goodbye arrived before the connection noticed it was closed). The statement was
     # not sent, and app.pgpool closes that connection.
-    return isinstance(
-        exc,
-        OSError | TimeoutError | ConnectionError | asyncpg.InterfaceError | _AsyncpgClientError,
-    )
+    connection_level = (OSError, TimeoutError, ConnectionError, asyncpg.InterfaceError)
+    return isinstance(exc, (*connection_level, asyncpg.exceptions.InternalClientError))
 
 
 def _is_data_exception(exc: BaseException) -> bool:

@@ -26,14 +26,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.deps import parse_json
+from app.api.deps import parse_json, session_token, verified_session, wants_bearer
 from app.api.errors import response_for
+from app.api.responses import session_body
 from app.errors import AnonidError
 from app.lifecycle import anonymous
 from app.lifecycle.users import get_session_user, user_view
-from app.pgpool import row_mapping
 from app.services import Services
-from app.sessions import Claims, IssuedToken, needs_renewal
+from app.sessions import Claims, IssuedToken
 
 JSON_NO_STORE = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
@@ -83,28 +83,15 @@ class Reply:
     cookie: str | None = None
 
 
-def _token(req: HotRequest) -> tuple[str | None, bool]:
-    auth = req.header(b"authorization")
-    if auth is not None:
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
-            raise AnonidError("invalid_session")
-        return value.strip(), False
-    return (req.cookies.get(req.svc.cookies.name) or None), True
-
-
 async def optional_session(req: HotRequest) -> Session | None:
     """The verified session, ``None`` without one; a bad token is ``invalid_session``."""
-    token, via_cookie = _token(req)
+    svc = req.svc
+    token, via_cookie = session_token(
+        req.header(b"authorization"), req.cookies.get(svc.cookies.name)
+    )
     if token is None:
         return None
-    svc = req.svc
-    claims = await svc.keys.verify(token)
-    renewed = None
-    if needs_renewal(claims):
-        await anonymous.touch(svc.pool, claims.sub, claims.sv)
-        if via_cookie:
-            renewed = svc.keys.issue(claims.sub, claims.anon, claims.sv)
+    claims, renewed = await verified_session(svc, token, via_cookie)
     return Session(claims, renewed)
 
 
@@ -117,15 +104,8 @@ async def require_session(req: HotRequest) -> Session:
 
 def _session_reply(req: HotRequest, row: Any, status: int) -> Reply:
     """Start or renew a session: a cookie for browsers, the token in the body only on request."""
-    svc = req.svc
-    user = row_mapping(row)
-    issued = svc.keys.issue(user["id"], user["is_anonymous"], user["session_version"])
-    body: dict[str, Any] = {"user": user_view(user), "expires_in": issued.expires_in}
-    if (req.header(b"x-anonid-token") or "").strip().lower() == "bearer":
-        body["access_token"] = issued.token
-        body["token_type"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
-        return Reply(status, body)
-    return Reply(status, body, svc.cookies.set(issued))
+    body, cookie = session_body(req.svc, row, wants_bearer(req.header(b"x-anonid-token")))
+    return Reply(status, body, cookie)
 
 
 def _private(req: HotRequest, session: Session, content: Any) -> Reply:

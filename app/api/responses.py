@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from app.api.deps import bearer_wanted, renewed
 from app.lifecycle.users import user_view
+from app.pgpool import row_mapping
 from app.services import Services
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -25,18 +26,27 @@ def json_response(content: Any, status: int = 200, *, private: bool = True) -> R
     )
 
 
+def session_body(svc: Services, row: Any, bearer: bool) -> tuple[dict[str, Any], str | None]:
+    """A new session for the user row: the ``S`` body and the Set-Cookie value (a cookie for
+    browsers; the token in the body instead when ``bearer``)."""
+    user = row_mapping(row)
+    issued = svc.keys.issue(user["id"], user["is_anonymous"], user["session_version"])
+    body: dict[str, Any] = {"user": user_view(user), "expires_in": issued.expires_in}
+    if bearer:
+        body["access_token"] = issued.token
+        body["token_type"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
+        return body, None
+    return body, svc.cookies.set(issued)
+
+
 def session_response(
     request: Request, svc: Services, row: Row[Any], status: int = 200, **extra: Any
 ) -> Response:
     """Start or renew a session: a cookie for browsers, the token in the body only on request."""
-    issued = svc.keys.issue(row.id, row.is_anonymous, row.session_version)
-    body: dict[str, Any] = {"user": user_view(row), "expires_in": issued.expires_in, **extra}
-    if bearer_wanted(request):
-        body["access_token"] = issued.token
-        body["token_type"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
-        return json_response(body, status)
-    response = json_response(body, status)
-    response.headers.append("set-cookie", svc.cookies.set(issued))
+    body, cookie = session_body(svc, row, bearer_wanted(request))
+    response = json_response({**body, **extra}, status)
+    if cookie is not None:
+        response.headers.append("set-cookie", cookie)
     return response
 
 
