@@ -18,7 +18,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import CULL_LOCK, create_engine, upgrade_to_head
-from app.lifecycle.cull import DEFAULT_BATCH_SIZE, STALE_BATCH, cull_batch, run_cull
+from app.lifecycle import cull as cull_module
+from app.lifecycle.cull import (
+    DEFAULT_BATCH_SIZE,
+    HEAP_BATCH,
+    STALE_BATCH,
+    cull_batch,
+    run_cull,
+    walks_heap,
+)
 from tests.conftest import _with_database, client_for, make_settings, running_app
 from tests.lifecycle_support import (
     FAR_CUTOFF_DAYS,
@@ -42,8 +50,24 @@ def settings(database_url: str):
     return make_settings(database_url)
 
 
+@pytest.fixture(params=["index", "heap"])
+def walk(request, monkeypatch) -> str:
+    """Run the test once per walk: the partial index (few stale rows) or the heap (a backlog)."""
+    monkeypatch.setattr(
+        cull_module, "HEAP_WALK_ROWS_PER_PAGE", 0.0 if request.param == "heap" else float("inf")
+    )
+    return str(request.param)
+
+
+def test_a_backlog_walks_the_heap_and_a_few_stale_rows_the_index() -> None:
+    assert walks_heap(matched=1_000_000, pages=33_000)
+    assert walks_heap(matched=50, pages=40)
+    assert not walks_heap(matched=300, pages=33_000)  # an hourly cull of a busy service
+    assert not walks_heap(matched=0, pages=0)
+
+
 async def test_cull_deletes_exactly_the_stale_anonymous_accounts(
-    engine: AsyncEngine, settings
+    engine: AsyncEngine, settings, walk: str, caplog
 ) -> None:
     stale = await insert_guests(engine, 5, days_ago=FAR_PAST_DAYS)
     recent = await insert_guests(engine, 2, days_ago=FAR_CUTOFF_DAYS - 5)
@@ -52,8 +76,10 @@ async def test_cull_deletes_exactly_the_stale_anonymous_accounts(
     expected = await stale_count(engine, FAR_CUTOFF_DAYS)
     since = await db_now(engine)
 
-    result = await run_cull(engine, settings, older_than_days=FAR_CUTOFF_DAYS, batch_size=2)
+    with caplog.at_level(logging.INFO, logger="anonid.cull"):
+        result = await run_cull(engine, settings, older_than_days=FAR_CUTOFF_DAYS, batch_size=2)
 
+    assert any(f"({walk} order)" in r.getMessage() for r in caplog.records)
     assert set(result) == RESULT_KEYS
     assert result["dry_run"] is False
     assert result["deleted"] == result["matched"] == expected >= 5
@@ -68,7 +94,7 @@ async def test_cull_deletes_exactly_the_stale_anonymous_accounts(
 
 
 async def test_culled_accounts_take_their_links_and_emails_with_them(
-    engine: AsyncEngine, settings
+    engine: AsyncEngine, settings, walk: str
 ) -> None:
     (user,) = await insert_guests(engine, 1, days_ago=FAR_PAST_DAYS)
     await add_link(engine, user)
@@ -100,7 +126,7 @@ async def test_dry_run_counts_without_deleting(engine: AsyncEngine, settings) ->
 
 
 async def test_account_touched_while_its_batch_is_selected_is_not_deleted(
-    engine: AsyncEngine, settings
+    engine: AsyncEngine, settings, walk: str
 ) -> None:
     touched, other = await insert_guests(engine, 2, days_ago=FAR_PAST_DAYS)
     # A request is touching `touched` right now: its UPDATE holds the row lock, not yet committed.
@@ -120,7 +146,7 @@ async def test_account_touched_while_its_batch_is_selected_is_not_deleted(
 
 
 async def test_row_locked_by_another_connection_is_skipped_not_waited_for(
-    engine: AsyncEngine, settings
+    engine: AsyncEngine, settings, walk: str
 ) -> None:
     locked, free = await insert_guests(engine, 2, days_ago=FAR_PAST_DAYS)
     async with engine.connect() as holder:
@@ -135,7 +161,9 @@ async def test_row_locked_by_another_connection_is_skipped_not_waited_for(
     assert await existing(engine, [locked]) == set()
 
 
-async def test_two_concurrent_culls_delete_each_row_once(engine: AsyncEngine, settings) -> None:
+async def test_two_concurrent_culls_delete_each_row_once(
+    engine: AsyncEngine, settings, walk: str
+) -> None:
     stale = await insert_guests(engine, 40, days_ago=FAR_PAST_DAYS)
     expected = await stale_count(engine, FAR_CUTOFF_DAYS)
     since = await db_now(engine)
@@ -301,6 +329,19 @@ async def _big_cull(engine: AsyncEngine, settings) -> None:
             .all()
         )
     assert "ix_users_anonymous_updated_at" in plan, plan
+    async with engine.connect() as conn:
+        heap_plan = "\n".join(
+            (
+                await conn.execute(
+                    sa.text("EXPLAIN " + HEAP_BATCH.text),
+                    {"cutoff": cutoff, "n": 1000, "after_tid": (0, 0), "end_tid": (4000, 0)},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    # A backlog is walked in physical order, each page once, not by a sequential scan per batch.
+    assert "Tid Range Scan" in heap_plan, heap_plan
 
     statuses: list[int] = []
     created: list[str] = []
@@ -396,7 +437,7 @@ async def test_an_empty_batch_writes_no_event(engine: AsyncEngine, settings) -> 
 
 
 async def test_rows_sharing_updated_at_across_a_batch_boundary_are_all_culled(
-    engine: AsyncEngine, settings
+    engine: AsyncEngine, settings, walk: str
 ) -> None:
     # insert_guests gives every row of one call the same updated_at; batches of 2 split them, and
     # each batch resumes the index scan at the previous batch's last updated_at.

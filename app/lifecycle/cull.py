@@ -10,9 +10,16 @@ Guarantees:
   a second one returns at once with ``deleted == 0`` and logs why;
 - link tokens and emails of culled accounts go with them (``ON DELETE CASCADE``).
 
-A run walks the partial index once: each batch starts at the ``updated_at`` where the previous one
-stopped, so it never rescans the index entries of rows already deleted. A row skipped because
-someone held its lock is therefore left to the next run, unless it is touched (then it is fresh).
+Two walks, chosen per run from the stale count (served by the partial index) and the table's size:
+- few stale rows (the hourly cull of a steady service): the partial index, in ``updated_at``
+  order; each batch starts where the previous one stopped, so it never rescans the index entries
+  of rows already deleted;
+- a backlog of at least one stale row per heap page (a first cull, a cull after downtime): the
+  heap in physical order (a TID range scan), each page visited once. In ``updated_at`` order such a
+  cull would lock and delete rows on pages all over the table, dirtying and writing each page once
+  per stale row on it, and the WAL of those writes is what concurrent commits wait behind.
+A row skipped because someone held its lock is left to the next run, unless it is touched (then
+it is fresh).
 """
 
 from __future__ import annotations
@@ -75,6 +82,30 @@ RETURNING id, updated_at
 """
 )
 
+# The same guarded DELETE for a backlog, walking the heap in physical order: a TID range scan from
+# just after the last row the previous batch deleted to the table's end when the run started (rows
+# on later pages were written since, so they are fresh). A TID range scan reads forwards, page by
+# page, so LIMIT stops it after :n rows and every page is visited once per run.
+HEAP_BATCH = sa.text(
+    """
+DELETE FROM users
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM users
+    WHERE ctid > CAST(:after_tid AS tid) AND ctid < CAST(:end_tid AS tid)
+      AND is_anonymous AND updated_at < :cutoff
+    LIMIT :n
+    FOR UPDATE SKIP LOCKED
+))
+  AND is_anonymous AND updated_at < :cutoff
+RETURNING id, updated_at, ctid
+"""
+)
+
+# A run walks the heap instead of the index when there is at least this many stale rows per page.
+HEAP_WALK_ROWS_PER_PAGE = 1.0
+
+_PAGES = sa.text("SELECT pg_relation_size('users') / current_setting('block_size')::bigint")
+
 # The user.culled event (and its webhook deliveries, as EVENT_CTE writes them) is built from the
 # DELETE's RETURNING rows in the same statement: one round trip per batch, and the event names
 # exactly the rows deleted. No rows, no event.
@@ -86,11 +117,18 @@ _EVENT_FROM_BATCH = (
 )
 if _EVENT_VALUES not in EVENT_CTE:  # pragma: no cover - events.py changed its CTE
     raise RuntimeError("app.lifecycle.events.EVENT_CTE no longer inserts from VALUES (...)")
-_CULL_BATCH = sa.text(
-    f"WITH batch AS ({STALE_BATCH.text}),"
-    f"{EVENT_CTE.replace(_EVENT_VALUES, _EVENT_FROM_BATCH)}"
-    "SELECT id, updated_at FROM batch"
-)
+
+
+def _with_event(batch: sa.TextClause, columns: str) -> sa.TextClause:
+    return sa.text(
+        f"WITH batch AS ({batch.text}),"
+        f"{EVENT_CTE.replace(_EVENT_VALUES, _EVENT_FROM_BATCH)}"
+        f"SELECT {columns} FROM batch"
+    )
+
+
+_CULL_BATCH = _with_event(STALE_BATCH, "id, updated_at")
+_CULL_HEAP_BATCH = _with_event(HEAP_BATCH, "id, ctid")
 
 
 def _result(
@@ -137,6 +175,37 @@ async def _cull_batch(
     return ids, max((row.updated_at for row in rows), default=after)
 
 
+async def _cull_heap_batch(
+    conn: AsyncConnection,
+    cutoff: datetime,
+    batch_size: int,
+    webhook_urls: list[str],
+    after: tuple[int, int],
+    end_page: int,
+) -> tuple[list[str], tuple[int, int]]:
+    """One batch of a heap walk: the deleted ids and the last ctid deleted (where to resume)."""
+    result = await conn.execute(
+        _CULL_HEAP_BATCH,
+        {
+            "cutoff": cutoff,
+            "n": batch_size,
+            "after_tid": after,
+            "end_tid": (end_page, 0),
+            "event_id": new_id(),
+            "event_type": "user.culled",
+            "webhook_urls": webhook_urls,
+        },
+    )
+    rows = result.all()
+    ids = [str(row.id) for row in rows]
+    return ids, max((tuple(row.ctid) for row in rows), default=after)
+
+
+def walks_heap(matched: int, pages: int) -> bool:
+    """Whether a run with ``matched`` stale rows in a ``pages``-page table walks the heap."""
+    return matched > 0 and matched >= HEAP_WALK_ROWS_PER_PAGE * max(pages, 1)
+
+
 async def run_cull(
     engine: AsyncEngine,
     settings: Settings,
@@ -178,13 +247,22 @@ async def _cull_locked(
     if dry_run:
         log.info("cull dry run: %d stale anonymous accounts before %s", matched, cutoff)
         return _result(cutoff, matched=matched, deleted=0, batches=0, dry_run=True)
+    pages = int(await conn.scalar(_PAGES) or 0)
+    await conn.commit()
+    heap_walk = walks_heap(matched, pages)
     deleted = batches = 0
     after: datetime | None = None
+    after_tid = (0, 0)  # ctid offsets start at 1: "after (0,0)" is the first page's first row
     while True:
         async with conn.begin():
-            ids, after = await _cull_batch(
-                conn, cutoff, batch_size, settings.webhook_url_list, after
-            )
+            if heap_walk:
+                ids, after_tid = await _cull_heap_batch(
+                    conn, cutoff, batch_size, settings.webhook_url_list, after_tid, pages
+                )
+            else:
+                ids, after = await _cull_batch(
+                    conn, cutoff, batch_size, settings.webhook_url_list, after
+                )
         if ids:
             batches += 1
             deleted += len(ids)
@@ -192,7 +270,12 @@ async def _cull_locked(
         # SKIP LOCKED rows do not count towards LIMIT, so a short batch means nothing is left.
         if len(ids) < batch_size:
             break
-    log.info("cull deleted %d stale anonymous accounts in %d batches", deleted, batches)
+    log.info(
+        "cull deleted %d stale anonymous accounts in %d batches (%s order)",
+        deleted,
+        batches,
+        "heap" if heap_walk else "index",
+    )
     return _result(cutoff, matched=matched, deleted=deleted, batches=batches, dry_run=False)
 
 
