@@ -128,7 +128,8 @@ def _with_event(batch: sa.TextClause, columns: str) -> sa.TextClause:
 
 
 _CULL_BATCH = _with_event(STALE_BATCH, "id, updated_at")
-_CULL_HEAP_BATCH = _with_event(HEAP_BATCH, "id, ctid")
+# Only the count and where to resume come back: a backlog's ids are not worth sending to the client.
+_CULL_HEAP_BATCH = _with_event(HEAP_BATCH, "count(*) AS deleted, max(ctid) AS last")
 
 
 def _result(
@@ -182,8 +183,8 @@ async def _cull_heap_batch(
     webhook_urls: list[str],
     after: tuple[int, int],
     end_page: int,
-) -> tuple[list[str], tuple[int, int]]:
-    """One batch of a heap walk: the deleted ids and the last ctid deleted (where to resume)."""
+) -> tuple[int, tuple[int, int]]:
+    """One batch of a heap walk: how many rows it deleted, and the last ctid (where to resume)."""
     result = await conn.execute(
         _CULL_HEAP_BATCH,
         {
@@ -196,9 +197,8 @@ async def _cull_heap_batch(
             "webhook_urls": webhook_urls,
         },
     )
-    rows = result.all()
-    ids = [str(row.id) for row in rows]
-    return ids, max((tuple(row.ctid) for row in rows), default=after)
+    row = result.one()
+    return int(row.deleted), (tuple(row.last) if row.last is not None else after)
 
 
 def walks_heap(matched: int, pages: int) -> bool:
@@ -256,19 +256,20 @@ async def _cull_locked(
     while True:
         async with conn.begin():
             if heap_walk:
-                ids, after_tid = await _cull_heap_batch(
+                count, after_tid = await _cull_heap_batch(
                     conn, cutoff, batch_size, settings.webhook_url_list, after_tid, pages
                 )
             else:
                 ids, after = await _cull_batch(
                     conn, cutoff, batch_size, settings.webhook_url_list, after
                 )
-        if ids:
+                count = len(ids)
+        if count:
             batches += 1
-            deleted += len(ids)
-            metrics.CULL_DELETED.inc(len(ids))
+            deleted += count
+            metrics.CULL_DELETED.inc(count)
         # SKIP LOCKED rows do not count towards LIMIT, so a short batch means nothing is left.
-        if len(ids) < batch_size:
+        if count < batch_size:
             break
     log.info(
         "cull deleted %d stale anonymous accounts in %d batches (%s order)",
