@@ -20,9 +20,10 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.logs import request_id_var
+from app.logs import RecordMaker, request_id_var
 
 access_log = logging.getLogger("anonid.access")
+access_record = RecordMaker(access_log, logging.INFO, "%s %s %d %.1fms", __file__)
 
 REQUEST_ID_HEADER = b"x-request-id"
 _SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:+/=\-]{1,128}$")
@@ -116,17 +117,11 @@ class RequestObserver:
         if not access_log.isEnabledFor(logging.INFO):
             return
         duration_ms = elapsed * 1000
-        # Built and handled directly: Logger.info would first walk the stack to find the caller's
+        # Made and handled directly: Logger.info would first walk the stack to find the caller's
         # file and line, which no format shows, on every request.
-        record = access_log.makeRecord(
-            access_log.name,
-            logging.INFO,
-            __file__,
-            0,
-            "%s %s %d %.1fms",
+        record = access_record.make(
             (method, route, status, duration_ms),
-            None,
-            extra={
+            {
                 "method": method,
                 "route": route,
                 "status": status,

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -16,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.lifecycle.cull import run_cull
-from app.logs import ConsoleFormatter, JsonFormatter, configure_logging
+from app.logs import ConsoleFormatter, JsonFormatter, RecordMaker, configure_logging, request_id_var
 from tests.conftest import AppFactory, make_settings, running_app
 from tests.lifecycle_support import (
     ADMIN_KEY,
@@ -298,3 +302,66 @@ def test_fastapi_opentelemetry_is_on_only_where_opentelemetry_is_configured(
     assert _fastapi_telemetry() == {"tracing": False, "metrics": False, "logs": False}
     monkeypatch.setenv("OTEL_SERVICE_NAME", "anonid")
     assert _fastapi_telemetry() is None  # FastAPI's defaults: instrument what is configured
+
+
+def _access_record_with(maker: RecordMaker, request_id: str) -> logging.LogRecord:
+    token = request_id_var.set(request_id)
+    try:
+        return maker.make(("POST", "/v1/anonymous", 201, 1.25), {"route": "/v1/anonymous"})
+    finally:
+        request_id_var.reset(token)
+
+
+def test_access_records_are_whole_log_records_made_by_any_installed_factory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logger = logging.getLogger("anonid.access")
+    maker = RecordMaker(logger, logging.INFO, "%s %s %d %.1fms", __file__)
+    for flag in ("logThreads", "logProcesses", "logMultiprocessing", "logAsyncioTasks"):
+        if hasattr(logging, flag):
+            monkeypatch.setattr(logging, flag, False)
+    made = logger.makeRecord(
+        logger.name, logging.INFO, __file__, 0, "%s", ("x",), None, extra={"route": "/"}
+    )
+    before = time.time()
+    first = _access_record_with(maker, "req-a")
+    second = _access_record_with(maker, "req-b")  # copied from the first one's template
+    for record in (first, second):
+        assert type(record) is logging.LogRecord and set(vars(record)) == set(vars(made))
+        assert record.created >= before and record.relativeCreated > 0
+        assert record.getMessage() == "POST /v1/anonymous 201 1.2ms"
+        assert record.route == "/v1/anonymous" and record.module == "test_observability"
+    assert (first.request_id, second.request_id) == ("req-a", "req-b")
+
+    # Another factory (an operator's, OpenTelemetry's) makes every record, and sees our fields.
+    ours = logging.getLogRecordFactory()
+
+    def theirs(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = ours(*args, **kwargs)
+        record.trace_id = "t-1"
+        return record
+
+    monkeypatch.setattr(logging, "_logRecordFactory", theirs)
+    third = _access_record_with(maker, "req-c")
+    assert third.trace_id == "t-1" and third.request_id == "req-c"
+    # So do the thread and process fields, when recorded.
+    monkeypatch.setattr(logging, "_logRecordFactory", ours)
+    monkeypatch.setattr(logging, "logThreads", True)
+    assert _access_record_with(maker, "req-d").thread == threading.get_ident()
+
+
+def test_formatters_print_what_the_standard_formatting_would() -> None:
+    standard_console = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s%(rid)s: %(message)s")
+    console, json_formatter = ConsoleFormatter(), JsonFormatter()
+    for created in (1764025395.0, 1764025395.0000004, 1764025395.9999996, 1764025396.123456):
+        for request_id in ("req-1", None):
+            record = logging.LogRecord("anonid.x", logging.WARNING, __file__, 1, "a %s", (1,), None)
+            record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+            record.request_id = request_id
+            record.rid = f" [{request_id}]" if request_id else ""
+            expected = standard_console.format(record)
+            del record.rid
+            assert console.format(record) == expected
+            entry = orjson.loads(json_formatter.format(record))
+            assert entry["time"] == datetime.fromtimestamp(created, UTC).isoformat()
+            assert entry.get("request_id") == request_id and entry["message"] == "a 1"
