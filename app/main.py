@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
-from starlette.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import account, admin, devmail, errors, ops, pages, public
@@ -20,7 +19,7 @@ from app.api import privacy as privacy_api
 from app.api.hot import HotPaths
 from app.catcher import caught_mail_dir, effective_smtp_url
 from app.db import create_engine, resolve_database_url
-from app.middleware import RequestGuard
+from app.middleware import CORS, RequestGuard
 from app.observability import RequestObserver
 from app.pgpool import create_pool
 from app.ratelimit import RateLimiter
@@ -138,7 +137,7 @@ def create_app(
         data_max=settings.data_max_bytes,
     )
     app.add_middleware(
-        CORSMiddleware,
+        CORS,
         allow_origins=settings.origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],

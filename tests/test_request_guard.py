@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Message, Receive, Scope, Send
 
+from app.middleware import CORS, vary_origin
 from tests.conftest import AppFactory
 
 FOREIGN = "https://evil.example"
@@ -211,3 +216,84 @@ async def test_openapi_describes_every_endpoint(client: httpx.AsyncClient) -> No
     patch = paths["/v1/me/data"]["patch"]
     assert "application/merge-patch+json" in patch["requestBody"]["content"]
     assert {"401", "413", "415", "422"} <= set(patch["responses"])
+
+
+CORS_OPTIONS: dict[str, Any] = {
+    "allow_origins": ["https://shop.example"],
+    "allow_credentials": True,
+    "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE"],
+    "allow_headers": ["content-type", "authorization", "x-anonid-token", "x-request-id"],
+    "expose_headers": ["x-request-id"],
+    "max_age": 600,
+}
+
+
+async def _answer(
+    middleware: Any, request_headers: list[tuple[bytes, bytes]], method: str = "GET"
+) -> list[Message]:
+    """What ``middleware`` around an app that answers with a few headers (repeated Vary) sends."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"text/plain"), (b"vary", b"Cookie")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def bare(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 204})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    for inner in (app, bare):
+        scope = {"type": "http", "method": method, "path": "/", "headers": request_headers}
+        await middleware(inner, **CORS_OPTIONS)(scope, receive, send)
+    return sent
+
+
+async def test_cors_answers_as_starlettes_with_or_without_an_origin() -> None:
+    cases = [
+        [],  # no CORS request: only Vary: Origin
+        [(b"origin", b"https://shop.example")],
+        [(b"origin", b"https://evil.example")],
+        [(b"origin", b"https://shop.example"), (b"access-control-request-method", b"PATCH")],
+        [(b"origin", b"https://evil.example"), (b"access-control-request-method", b"PATCH")],
+    ]
+    for headers in cases:
+        for method in ("GET", "OPTIONS"):
+            ours = await _answer(CORS, headers, method)
+            assert ours == await _answer(CORSMiddleware, headers, method), (headers, method)
+    starts = [m for m in await _answer(CORS, []) if m["type"] == "http.response.start"]
+    assert [dict(m["headers"]).get(b"vary") for m in starts] == [b"Cookie, Origin", b"Origin"]
+    assert vary_origin(
+        [(b"vary", b"Cookie"), (b"x", b"1"), (b"vary", b"Accept"), (b"y", b"2")]
+    ) == [(b"vary", b"Cookie, Accept, Origin"), (b"x", b"1"), (b"y", b"2")]
+
+
+async def test_responses_vary_on_origin_and_carry_cors_only_for_allowed_origins(
+    app_with: AppFactory,
+) -> None:
+    _, c = await app_with(allowed_origins="https://shop.example")
+    r = await c.post("/v1/anonymous")
+    assert r.status_code == 201 and r.headers["vary"] == "Origin"
+    assert not [h for h in r.headers if h.startswith("access-control-")]
+    r = await c.post("/v1/anonymous", headers={"Origin": "https://shop.example"})
+    assert r.headers["vary"] == "Origin"
+    assert r.headers["access-control-allow-origin"] == "https://shop.example"
+    assert r.headers["access-control-allow-credentials"] == "true"
+    assert r.headers["access-control-expose-headers"] == "x-request-id"
+    r = await c.get("/healthz", headers={"Origin": FOREIGN})
+    assert r.headers["vary"] == "Origin" and "access-control-allow-origin" not in r.headers
+    pre = await c.options(
+        "/v1/anonymous",
+        headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert pre.status_code == 200
+    assert pre.headers["access-control-allow-origin"] == "https://shop.example"
+    assert pre.headers["access-control-max-age"] == "600"
+    assert "POST" in pre.headers["access-control-allow-methods"]
