@@ -10,8 +10,10 @@ import asyncpg
 import httpx
 import sqlalchemy as sa
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api.hot import HANDLERS, HotPaths
 from app.main import create_app
 from app.pgpool import Statement, driver_dsn
 from tests.conftest import BASE_URL, AppFactory, make_settings
@@ -94,6 +96,14 @@ async def test_hot_requests_are_logged_and_counted_under_their_route_templates(
             + rf'method="{method}",route="{re.escape(route)}",status="{status}"'
         )
         assert re.search(pattern, text), (method, route, status)
+
+
+def test_the_hot_dispatch_names_the_fastapi_declaration_of_each_hot_route(app: FastAPI) -> None:
+    # So the observer labels them without matching the path against every documented template.
+    hot = HotPaths(app, routes=app.routes)
+    for method, path in HANDLERS:
+        route = hot._route((method, path))
+        assert isinstance(route, APIRoute) and route.path == path and method in route.methods
 
 
 async def test_a_serving_app_freezes_its_heap_once_its_pools_exist(database_url: str) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from fastapi.routing import iter_route_contexts
 from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -214,11 +215,13 @@ class HotPaths:
 
     def _route(self, key: tuple[str, str]) -> BaseRoute | None:
         if self._labels is None:
-            # The FastAPI declarations, so logs and metrics name these routes as before.
+            # The FastAPI declarations, so logs and metrics name these routes as before, without
+            # the observer matching the path against every documented template. FastAPI keeps
+            # included routers as such (not their routes) in app.routes since 0.165.
             self._labels = {
-                (method, getattr(route, "path", "")): route
-                for route in self.routes
-                for method in getattr(route, "methods", None) or ()
+                (method, context.path or ""): context.original_route
+                for context in iter_route_contexts(self.routes)
+                for method in getattr(context.original_route, "methods", None) or ()
             }
         return self._labels.get(key)
 
