@@ -25,8 +25,9 @@ from uuid import UUID
 import jwt
 import orjson
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -139,7 +140,7 @@ class KeyRing:
         self.engine = engine
         self._current: _Key | None = None
         self._current_header = b""
-        self._signer = ECAlgorithm(ECAlgorithm.SHA256)
+        self._ecdsa = ec.ECDSA(hashes.SHA256())
         self._issuer = settings.jwt_issuer
         self._audience = settings.audience
         self._keys: dict[str, _Key] = {}
@@ -182,7 +183,8 @@ class KeyRing:
 
     def issue(self, user_id: UUID, anonymous: bool, session_version: int) -> IssuedToken:
         """A signed session token (JWS compact form): the header segment is built once per key,
-        the payload with orjson, and PyJWT's ES256 algorithm signs (raw r||s, RFC 7518 §3.4)."""
+        the payload with orjson, and the key signs as PyJWT's ES256 would, without building its
+        ECDSA parameters on every call: SHA-256, then r||s as 32 bytes each (RFC 7518 §3.4)."""
         current = self._current
         assert current is not None and current.private is not None
         now = int(time.time())
@@ -198,7 +200,8 @@ class KeyRing:
             "sv": session_version,
         }
         signing_input = self._current_header + b"." + _b64(orjson.dumps(payload)).encode()
-        signature = self._signer.sign(signing_input, current.private)
+        r, s = decode_dss_signature(current.private.sign(signing_input, self._ecdsa))
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return IssuedToken(f"{signing_input.decode()}.{_b64(signature)}", ttl)
 
     async def verify(self, token: str) -> Claims:

@@ -7,6 +7,7 @@ import json
 import uuid
 
 import httpx
+import jwt
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -72,6 +73,16 @@ async def test_jwt_header_and_claims(client: httpx.AsyncClient) -> None:
     jwks = (await client.get("/.well-known/jwks.json")).json()
     assert header["kid"] in {k["kid"] for k in jwks["keys"]}
     assert all("d" not in k for k in jwks["keys"])  # never the private part
+    # Any JOSE library verifies it with the published key (raw r||s, RFC 7518 §3.4).
+    (jwk,) = [k for k in jwks["keys"] if k["kid"] == header["kid"]]
+    verified = jwt.decode(
+        body["access_token"],
+        jwt.PyJWK(jwk).key,
+        algorithms=["ES256"],
+        audience="anonid",
+        issuer="https://anonid.test",
+    )
+    assert verified == claims
 
 
 async def test_returning_visitor_with_cookie_gets_same_account_and_no_new_row(
