@@ -151,6 +151,13 @@ class ConsoleFormatter(logging.Formatter):
             self._second = (second, stamp)
         return f"{stamp},{int(record.msecs):03d}"
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)  # the traceback or stack lines follow the line
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        return self.formatMessage(record)
+
     def formatMessage(self, record: logging.LogRecord) -> str:
         request_id = record.__dict__.get("request_id")
         rid = f" [{request_id}]" if request_id else ""

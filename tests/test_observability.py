@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -362,6 +363,18 @@ def test_formatters_print_what_the_standard_formatting_would() -> None:
             expected = standard_console.format(record)
             del record.rid
             assert console.format(record) == expected
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                failed = logging.LogRecord(
+                    "anonid.x", logging.ERROR, __file__, 1, "a %s", (1,), sys.exc_info()
+                )
+            failed.created, failed.msecs, failed.request_id = record.created, record.msecs, None
+            failed.rid = ""
+            expected = standard_console.format(failed)
+            del failed.rid
+            failed.exc_text = None  # the standard formatter cached the traceback
+            assert console.format(failed) == expected and "ValueError: boom" in expected
             entry = orjson.loads(json_formatter.format(record))
             assert entry["time"] == datetime.fromtimestamp(created, UTC).isoformat()
             assert entry.get("request_id") == request_id and entry["message"] == "a 1"
