@@ -25,14 +25,19 @@ EVENT_TYPES = (
     "user.password_reset",
 )
 
-# A CTE fragment that inserts one event row (and its webhook deliveries) from bound parameters
-# :event_id, :event_type, :event_user, :event_payload and :webhook_urls.
-EVENT_CTE = """
+# A CTE fragment that inserts one event row from bound parameters :event_id, :event_type,
+# :event_user and :event_payload.
+EVENT_ONLY_CTE = """
 ev AS (
     INSERT INTO events (id, type, user_id, payload, created_at)
     VALUES (:event_id, :event_type, :event_user, CAST(:event_payload AS jsonb), now())
     RETURNING id, type, payload, created_at
-),
+)"""
+
+# The same, and one webhook delivery per URL in :webhook_urls.
+EVENT_CTE = (
+    EVENT_ONLY_CTE
+    + """,
 hooks AS (
     INSERT INTO outbox (kind, payload)
     SELECT 'webhook', jsonb_build_object(
@@ -41,6 +46,7 @@ hooks AS (
     FROM ev, unnest(CAST(:webhook_urls AS text[])) AS url
 )
 """
+)
 
 
 def event_params(
