@@ -19,6 +19,13 @@ from app.pgpool import Statement, driver_dsn
 from tests.conftest import BASE_URL, AppFactory, make_settings
 
 
+async def bearer_guest(client: httpx.AsyncClient) -> dict[str, str]:
+    """A new guest's bearer session, as request headers."""
+    created = await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+    assert created.status_code == 201, created.text
+    return {"Authorization": f"Bearer {created.json()['access_token']}"}
+
+
 def test_a_statement_compiles_once_to_positional_parameters_in_a_fixed_order() -> None:
     stmt = Statement("UPDATE t SET a = :a WHERE id = :id AND a <> :a RETURNING :id AS x")
     assert stmt.order == ("a", "id")
@@ -55,8 +62,7 @@ async def test_hot_pool_connections_are_returned_without_an_open_transaction(
     # The pool skips asyncpg's per-release reset query; no request may leave a transaction
     # (and its locks) behind on a pooled connection, whatever the outcome.
     _, c = await app_with()
-    created = await c.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
-    auth = {"Authorization": f"Bearer {created.json()['access_token']}"}
+    auth = await bearer_guest(c)
     for _ in range(5):
         assert (await c.get("/v1/me", headers=auth)).status_code == 200
         assert (await c.patch("/v1/me/data", json={"n": 1}, headers=auth)).status_code == 200
@@ -81,8 +87,7 @@ _JSON = {"Content-Type": "application/json"}
 async def test_hot_requests_are_logged_and_counted_under_their_route_templates(
     client: httpx.AsyncClient,
 ) -> None:
-    created = await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
-    auth = {"Authorization": f"Bearer {created.json()['access_token']}"}
+    auth = await bearer_guest(client)
     await client.get("/v1/me", headers=auth)
     await client.patch("/v1/me/data", json={"k": 1}, headers=auth)
     text = (await client.get("/metrics")).text
@@ -126,8 +131,7 @@ async def test_hot_pool_connections_killed_by_the_server_are_replaced_never_answ
     app_with: AppFactory, database_url: str
 ) -> None:
     application, c = await app_with()
-    created = await c.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
-    auth = {"Authorization": f"Bearer {created.json()['access_token']}"}
+    auth = await bearer_guest(c)
 
     async def wave() -> list[int]:
         calls = [c.get("/v1/me", headers=auth) for _ in range(12)]

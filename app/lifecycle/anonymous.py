@@ -13,7 +13,7 @@ import orjson
 
 from app.errors import AnonidError
 from app.ids import guest_username, new_id
-from app.lifecycle.events import EVENT_CTE, EVENT_ONLY_CTE, event_params
+from app.lifecycle.events import event_cte, event_params
 from app.lifecycle.users import USER_COLUMNS
 from app.pgpool import Db, Statement, fetchrow
 
@@ -33,10 +33,10 @@ SELECT * FROM u
     )
 
 
-_CREATE = _create(EVENT_CTE)
+_CREATE = _create(event_cte())
 # Without webhooks configured, the webhook CTE would still be planned and run (over an empty
 # array) for every new guest: about 10 us of PostgreSQL's CPU per statement (bench/NOTES.md).
-_CREATE_NO_HOOKS = _create(EVENT_ONLY_CTE)
+_CREATE_NO_HOOKS = _create(event_cte(hooks=False))
 
 # Sliding renewal touches at most once a day, so a busy guest does not rewrite its row per request.
 _TOUCH = Statement(

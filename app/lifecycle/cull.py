@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app import metrics
 from app.db import CULL_LOCK
 from app.ids import new_id
-from app.lifecycle.events import EVENT_CTE
+from app.lifecycle.events import event_cte
 from app.settings import Settings
 
 log = logging.getLogger("anonid.cull")
@@ -97,7 +97,7 @@ WHERE ctid = ANY(ARRAY(
     FOR UPDATE SKIP LOCKED
 ))
   AND is_anonymous AND updated_at < :cutoff
-RETURNING id, updated_at, ctid
+RETURNING id, ctid
 """
 )
 
@@ -106,25 +106,18 @@ HEAP_WALK_ROWS_PER_PAGE = 1.0
 
 _PAGES = sa.text("SELECT pg_relation_size('users') / current_setting('block_size')::bigint")
 
-# The user.culled event (and its webhook deliveries, as EVENT_CTE writes them) is built from the
-# DELETE's RETURNING rows in the same statement: one round trip per batch, and the event names
-# exactly the rows deleted. No rows, no event.
-_EVENT_VALUES = "VALUES (:event_id, :event_type, :event_user, CAST(:event_payload AS jsonb), now())"
-_EVENT_FROM_BATCH = (
+# The user.culled event (and its webhook deliveries) is built from the DELETE's RETURNING rows in
+# the same statement: one round trip per batch, and the event names exactly the rows deleted. No
+# rows, no event.
+_EVENT_FROM_BATCH = event_cte(
     "SELECT CAST(:event_id AS uuid), CAST(:event_type AS text), CAST(NULL AS uuid),\n"
     "        jsonb_build_object('ids', jsonb_agg(id::text)), now()\n"
     "    FROM batch HAVING count(*) > 0"
 )
-if _EVENT_VALUES not in EVENT_CTE:  # pragma: no cover - events.py changed its CTE
-    raise RuntimeError("app.lifecycle.events.EVENT_CTE no longer inserts from VALUES (...)")
 
 
 def _with_event(batch: sa.TextClause, columns: str) -> sa.TextClause:
-    return sa.text(
-        f"WITH batch AS ({batch.text}),"
-        f"{EVENT_CTE.replace(_EVENT_VALUES, _EVENT_FROM_BATCH)}"
-        f"SELECT {columns} FROM batch"
-    )
+    return sa.text(f"WITH batch AS ({batch.text}),{_EVENT_FROM_BATCH}SELECT {columns} FROM batch")
 
 
 _CULL_BATCH = _with_event(STALE_BATCH, "id, updated_at")

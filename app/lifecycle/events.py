@@ -25,19 +25,25 @@ EVENT_TYPES = (
     "user.password_reset",
 )
 
-# A CTE fragment that inserts one event row from bound parameters :event_id, :event_type,
-# :event_user and :event_payload.
-EVENT_ONLY_CTE = """
+# Where an event row comes from by default: bound parameters :event_id, :event_type, :event_user
+# and :event_payload. A caller may give a query producing the same five columns instead.
+EVENT_VALUES = "VALUES (:event_id, :event_type, :event_user, CAST(:event_payload AS jsonb), now())"
+
+
+def event_cte(source: str = EVENT_VALUES, *, hooks: bool = True) -> str:
+    """A CTE fragment (``ev``) inserting the event row(s) from ``source``; with ``hooks``, also
+    ``hooks``, queuing one webhook delivery per URL in :webhook_urls for each event."""
+    cte = f"""
 ev AS (
     INSERT INTO events (id, type, user_id, payload, created_at)
-    VALUES (:event_id, :event_type, :event_user, CAST(:event_payload AS jsonb), now())
+    {source}
     RETURNING id, type, payload, created_at
 )"""
-
-# The same, and one webhook delivery per URL in :webhook_urls.
-EVENT_CTE = (
-    EVENT_ONLY_CTE
-    + """,
+    if not hooks:
+        return cte
+    return (
+        cte
+        + """,
 hooks AS (
     INSERT INTO outbox (kind, payload)
     SELECT 'webhook', jsonb_build_object(
@@ -46,7 +52,7 @@ hooks AS (
     FROM ev, unnest(CAST(:webhook_urls AS text[])) AS url
 )
 """
-)
+    )
 
 
 def event_params(
@@ -62,7 +68,7 @@ def event_params(
     }
 
 
-_RECORD = sa.text(f"WITH {EVENT_CTE} SELECT id FROM ev")
+_RECORD = sa.text(f"WITH {event_cte()} SELECT id FROM ev")
 
 
 async def record_event(
