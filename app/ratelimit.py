@@ -1,7 +1,8 @@
 """Rate limits with the ``limits`` package: per client IP, and per email address for credentials.
 
-The storage is ``ANONID_RATE_LIMIT_STORAGE`` (``memory://`` for one process, ``redis://…`` shared
-by every process). If Redis cannot be reached the limiter fails open with a warning: a broken
+The storage is ``ANONID_RATE_LIMIT_STORAGE``: ``memory://`` for one process (``LocalCounters``,
+whose cost per hit does not grow with the number of clients), ``redis://…`` shared by every
+process. If Redis cannot be reached the limiter fails open with a warning: a broken
 limiter must not take logins down with it. Limits are sliding window counters: at most the
 limit in any fixed window, the previous window's count weighted by how much of it still overlaps.
 """
@@ -12,15 +13,17 @@ import ipaddress
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request
 from limits import RateLimitItem, parse_many
+from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.storage import storage_from_string
 
 from app.errors import AnonidError
 from app.lifecycle.addresses import email_key
+from app.local_limits import LocalCounters
 from app.settings import Settings
 
 log = logging.getLogger("anonid.ratelimit")
@@ -66,16 +69,18 @@ class RateLimiter:
         self.anonymous_limits = parse_many(settings.anonymous_rate_limit)
         self.login_limits = parse_many(settings.login_rate_limit)
         uri = settings.rate_limit_storage
-        options: dict[str, Any] = {}
+        self.storage: Storage
         if uri.startswith("redis://"):
             # Short timeouts: when Redis is away, fail open quickly rather than stall the request.
-            options = {
+            options: dict[str, Any] = {
                 "implementation": "redispy",
                 "key_prefix": KEY_PREFIX,
                 "socket_connect_timeout": 1,
                 "socket_timeout": 1,
             }
-        self.storage = storage_from_string("async+" + uri, **options)
+            self.storage = cast(Storage, storage_from_string("async+" + uri, **options))
+        else:
+            self.storage = LocalCounters()
         # A sliding window counter: two counters per key, O(1) per hit. The moving window keeps
         # every hit's timestamp, and its in-memory storage expires them through a thread on
         # nearly every hit, which cost the hot POST /v1/anonymous more than its statement.
