@@ -6,21 +6,30 @@ connection (the statement joins the caller's transaction) or the hot pool (the s
 own transaction, one round trip, without SQLAlchemy's execution layers, which cost the hot paths
 more than PostgreSQL did: ``bench/NOTES.md``).
 
-Guarantees of the pool:
+Guarantees of the pool (``HotPool``):
 - at most ``size`` connections, each opened when first needed and then kept (no churn);
 - a connection lost with the server is replaced on the next acquire, so a PostgreSQL restart
-  heals without restarting the service; acquiring fails fast (5 s) and statements time out (30 s);
+  heals without restarting the service;
+- acquiring fails after 5 s when every connection stays busy (then 503, not a hung request);
+- a statement ends within about 30 s: PostgreSQL cancels it (``statement_timeout``, set once per
+  connection), and a connection whose server does not answer at all is closed by a watchdog
+  shortly after;
 - releasing a connection costs no round trip (see ``_keep_session``); a connection whose
   statement failed other than by an error PostgreSQL answered is closed instead of reused;
 - jsonb comes back decoded with orjson; jsonb parameters are passed as JSON text, as with the
   engine.
+
+The timeouts cost nothing per request while nothing waits or hangs: asyncpg's own (a timer set
+and cancelled around every acquire, release and statement) cost about 9 % of the instructions of
+``POST /v1/anonymous`` (``bench/NOTES.md``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -31,17 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 ACQUIRE_TIMEOUT = 5  # seconds, as the engine's pool_timeout: then 503, not a hung request
-
-
-class Pool(Protocol):
-    """The part of ``asyncpg.Pool`` used here (asyncpg has no type hints)."""
-
-    def acquire(self, *, timeout: float | None = None) -> AbstractAsyncContextManager[Any]: ...
-
-    async def close(self) -> None: ...
-
-
-Db: TypeAlias = AsyncConnection | Pool
+STATEMENT_TIMEOUT = 30  # seconds, enforced by PostgreSQL
+WATCHDOG_GRACE = 5  # seconds past STATEMENT_TIMEOUT before a silent server's connection is closed
 
 
 class Statement:
@@ -59,24 +59,71 @@ class Statement:
         return [params[name] for name in self.order]
 
 
+class HotPool:
+    """An ``asyncpg.Pool`` of ``size`` connections, with the guarantees in the module docstring."""
+
+    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
+        self.pool = pool
+        self.size = size
+        self.busy = 0  # statements holding or awaiting a connection
+        self.running: dict[Any, int] = {}  # connection -> watchdog tick its statement started at
+        self.tick = 0
+        self._watchdog = asyncio.create_task(self._watch(), name="anonid-hot-pool-watchdog")
+
+    async def fetchrow(self, sql: str, args: list[Any]) -> Any:
+        # Fewer than `size` statements hold or await a connection, so one is free and acquiring
+        # cannot wait: no timer is needed (asyncpg's would be set and cancelled every time).
+        timeout = None if self.busy < self.size else ACQUIRE_TIMEOUT
+        self.busy += 1
+        try:
+            async with self.pool.acquire(timeout=timeout) as conn:
+                self.running[conn] = self.tick
+                try:
+                    return await conn.fetchrow(sql, *args)
+                except asyncpg.PostgresError as exc:
+                    # The connection is gone or the server is going away; a statement that ran
+                    # into its timeout (57014) leaves a healthy connection.
+                    if exc.sqlstate and exc.sqlstate.startswith(("08", "57P")):
+                        conn.terminate()
+                    raise
+                except BaseException:
+                    # Not an error PostgreSQL answered (a lost connection, a cancellation): the
+                    # protocol may be mid-operation, and releasing skips asyncpg's reset query
+                    # that would have noticed, so this connection is closed, not handed out again.
+                    conn.terminate()
+                    raise
+                finally:
+                    del self.running[conn]
+        finally:
+            self.busy -= 1
+
+    async def _watch(self) -> None:
+        """Once a second: close the connection of a statement that PostgreSQL's own timeout has
+        not ended (a server or network that stopped answering); its request fails with 503."""
+        limit = STATEMENT_TIMEOUT + WATCHDOG_GRACE
+        while True:
+            await asyncio.sleep(1)
+            self.tick += 1
+            for conn, started in list(self.running.items()):
+                if self.tick - started > limit:
+                    conn.terminate()
+
+    async def close(self) -> None:
+        self._watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watchdog
+        await self.pool.close()
+
+
+Db: TypeAlias = AsyncConnection | HotPool
+
+
 async def fetchrow(db: Db, stmt: Statement, params: Mapping[str, Any]) -> Any:
     """The first row (or ``None``): a SQLAlchemy ``Row`` or an asyncpg ``Record``; both index
     by position and ``row_mapping`` reads both by name."""
     if isinstance(db, AsyncConnection):
         return (await db.execute(stmt.clause, params)).first()
-    async with db.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
-        try:
-            return await conn.fetchrow(stmt.sql, *stmt.args(params))
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate and exc.sqlstate.startswith(("08", "57")):
-                conn.terminate()
-            raise
-        except BaseException:
-            # Not an error PostgreSQL answered (a lost connection, a timeout, a cancellation):
-            # the protocol may be mid-operation, and releasing skips asyncpg's reset query that
-            # would have noticed, so this connection is closed rather than handed out again.
-            conn.terminate()
-            raise
+    return await db.fetchrow(stmt.sql, stmt.args(params))
 
 
 def row_mapping(row: Any) -> Mapping[str, Any]:
@@ -94,12 +141,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
         )
+    # Set here rather than as a startup parameter, which poolers such as PgBouncer refuse.
+    await conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}s'")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Nothing to undo on release: hot statements set no session state (no SET, LISTEN or advisory
-    locks), and asyncpg still rolls back a transaction left open. asyncpg's default reset would
-    add a round trip to every request."""
+    locks; the statement timeout is set once, when the connection opens), and asyncpg still rolls
+    back a transaction left open. asyncpg's default reset would add a round trip to every
+    request."""
 
 
 def driver_dsn(url: str) -> str:
@@ -108,8 +158,8 @@ def driver_dsn(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-async def create_pool(url: str, size: int) -> Pool:
-    return await asyncpg.create_pool(  # type: ignore[no-any-return]
+async def create_pool(url: str, size: int) -> HotPool:
+    pool = await asyncpg.create_pool(
         driver_dsn(url),
         # Opened on demand, like the engine's, and then kept: reconnecting under a burst would cost
         # more than the requests themselves.
@@ -118,6 +168,6 @@ async def create_pool(url: str, size: int) -> Pool:
         max_inactive_connection_lifetime=0,
         init=_init_connection,
         reset=_keep_session,
-        timeout=5,
-        command_timeout=30,
+        timeout=ACQUIRE_TIMEOUT,  # connecting, when a free slot has no connection yet
     )
+    return HotPool(pool, size)

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.pgpool import Pool
+from app.pgpool import HotPool
 from app.sessions import CookieJar, KeyRing
 from app.settings import Settings
 
@@ -17,7 +17,7 @@ class Services:
     settings: Settings
     engine: AsyncEngine  # transactional: BEGIN … COMMIT around multi-statement requests
     autocommit: AsyncEngine  # its own pool; one statement is one transaction (one round trip)
-    pool: Pool  # the hot paths' statements (app.pgpool), each its own transaction
+    pool: HotPool  # the hot paths' statements (app.pgpool), each its own transaction
     keys: KeyRing
     cookies: CookieJar
     extras: dict[str, Any] = field(default_factory=dict)

@@ -140,7 +140,7 @@ async def test_hot_pool_connections_killed_by_the_server_are_replaced_never_answ
 
     assert set(await wave()) == {200}  # the pool now holds several connections
     # Only this app's hot-pool backends: other tests' apps share the database.
-    holders = application.state.services.pool._holders
+    holders = application.state.services.pool.pool._holders
     pids = [h._con.get_server_pid() for h in holders if h._con is not None]
     killer = await asyncpg.connect(driver_dsn(database_url))
     try:

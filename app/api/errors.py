@@ -77,8 +77,9 @@ def _error_schema(codes: list[str]) -> dict[str, Any]:
 
 # Connection exceptions (08…) and a server shutting down, starting up or restarting (57P01-57P03):
 # asyncpg raises "the database system is shutting down" from connect() unwrapped by SQLAlchemy.
-# 08: connection exception; 53300: too many connections; 57P01-03: shutdown, crash, starting.
-OUTAGE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03")
+# 08: connection exception; 53300: too many connections; 57P01-03: shutdown, crash, starting;
+# 57014: a statement cancelled, by its statement_timeout (app.pgpool) or by an operator.
+OUTAGE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03", "57014")
 
 
 def _sqlstate(exc: object) -> str:
@@ -87,7 +88,8 @@ def _sqlstate(exc: object) -> str:
 
 
 def is_database_outage(exc: BaseException) -> bool:
-    """Connection-level failures (server down, restarting, unreachable), not bad statements."""
+    """Connection-level failures (server down, restarting, unreachable) and statements that did
+    not finish in time, not bad statements."""
     if any(_sqlstate(e).startswith(OUTAGE_SQLSTATES) for e in (exc, getattr(exc, "orig", None))):
         return True
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
