@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from uuid import UUID
 
@@ -14,5 +13,6 @@ def new_id() -> UUID:
 
 
 def guest_username() -> str:
-    # 64 random bits: collisions stay negligible at hundreds of millions of guests.
-    return "guest-" + base64.b32encode(secrets.token_bytes(8)).decode().rstrip("=").lower()
+    # 64 random bits: collisions stay negligible at hundreds of millions of guests. Hex, because
+    # base64.b32encode is pure Python before 3.13: 6.3 us against 1.4 us per new guest.
+    return "guest-" + secrets.token_hex(8)
