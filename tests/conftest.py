@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -141,6 +142,27 @@ async def app_with(database_url: str) -> AsyncIterator[AppFactory]:
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """Direct database access for assertions (the test's own connection, not the app's)."""
     e = create_engine(database_url, pool_size=5)
+    yield e
+    await e.dispose()
+
+
+@pytest.fixture(scope="module")
+async def private_url(server_url: str) -> AsyncIterator[str]:
+    """A migrated database of the test module's own, for modules that run an outbox worker
+    (see ``tests.outbox_support.private_database``)."""
+    from tests.outbox_support import private_database
+
+    async with private_database(server_url) as url:
+        yield url
+
+
+@pytest.fixture
+async def db(private_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the module's private database, its outbox emptied first: rows an earlier
+    test of the module left behind must not be delivered in this one."""
+    e = create_engine(private_url, pool_size=5)
+    async with e.begin() as conn:
+        await conn.execute(sa.text("DELETE FROM outbox"))
     yield e
     await e.dispose()
 

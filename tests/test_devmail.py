@@ -9,32 +9,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.catcher import LocalCatcher, read_caught
-from app.db import create_engine
 from app.outbox.enqueue import enqueue_email
 from app.settings import Settings
 from tests.conftest import client_for, make_settings, running_app
 from tests.mailserver import MailServer
-from tests.outbox_support import PORTS, address, private_database, running_worker, until
+from tests.outbox_support import PORTS, address, running_worker, until
 from tests.processes import Served, clean_env, free_port
-
-
-@pytest.fixture(scope="module")
-async def mail_db_url(server_url: str) -> AsyncIterator[str]:
-    async with private_database(server_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def db(mail_db_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(mail_db_url, pool_size=5)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("DELETE FROM outbox"))
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -60,9 +43,9 @@ async def enqueue_setup(engine: AsyncEngine, settings: Settings, to: str, token:
 
 
 async def test_dev_mail_lists_caught_mail_newest_first_with_clickable_links(
-    db: AsyncEngine, mail_db_url: str, catcher: LocalCatcher
+    db: AsyncEngine, private_url: str, catcher: LocalCatcher
 ) -> None:
-    settings = make_settings(mail_db_url)
+    settings = make_settings(private_url)
     first, second = address(), address()
     async with running_worker(db, settings, smtp_url=catcher.url):
         await enqueue_setup(db, settings, first, "tok-first")
@@ -89,9 +72,9 @@ async def test_dev_mail_lists_caught_mail_newest_first_with_clickable_links(
 
 
 async def test_dev_mail_escapes_what_it_shows(
-    db: AsyncEngine, mail_db_url: str, catcher: LocalCatcher
+    db: AsyncEngine, private_url: str, catcher: LocalCatcher
 ) -> None:
-    settings = make_settings(mail_db_url)
+    settings = make_settings(private_url)
     async with running_worker(db, settings, smtp_url=catcher.url):
         await enqueue_setup(db, settings, address(), 'x"><script>alert(1)</script>')
 
@@ -106,18 +89,18 @@ async def test_dev_mail_escapes_what_it_shows(
 
 
 async def test_dev_mail_is_404_when_an_smtp_url_is_set(
-    mail_db_url: str, catcher: LocalCatcher
+    private_url: str, catcher: LocalCatcher
 ) -> None:
     with MailServer() as server:
-        settings = make_settings(mail_db_url, smtp_url=server.url)
+        settings = make_settings(private_url, smtp_url=server.url)
         async with running_app(settings) as app, client_for(app) as client:
             response = await client.get("/dev/mail")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
 
 
-async def test_dev_mail_is_404_without_a_catcher(mail_db_url: str) -> None:
-    async with running_app(make_settings(mail_db_url)) as app, client_for(app) as client:
+async def test_dev_mail_is_404_without_a_catcher(private_url: str) -> None:
+    async with running_app(make_settings(private_url)) as app, client_for(app) as client:
         response = await client.get("/dev/mail")
     assert response.status_code == 404
 
@@ -134,12 +117,12 @@ def _serve_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str
 
 
 async def test_serve_without_smtp_url_catches_mail_and_shows_it_at_dev_mail(
-    db: AsyncEngine, mail_db_url: str, tmp_path: Path
+    db: AsyncEngine, private_url: str, tmp_path: Path
 ) -> None:
-    served = Served(tmp_path, _serve_env(mail_db_url, tmp_path / "data"), free_port(*PORTS))
+    served = Served(tmp_path, _serve_env(private_url, tmp_path / "data"), free_port(*PORTS))
     try:
         await asyncio.to_thread(served.wait_ready)
-        settings = make_settings(mail_db_url, public_url="http://127.0.0.1:8000")
+        settings = make_settings(private_url, public_url="http://127.0.0.1:8000")
         recipient = address()
         await enqueue_setup(db, settings, recipient, "served-token")
         async with httpx.AsyncClient(base_url=served.base, timeout=10) as client:

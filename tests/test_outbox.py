@@ -26,7 +26,6 @@ from tests.outbox_support import (
     client_context,
     enqueue,
     outbox_row,
-    private_database,
     running_worker,
     self_signed,
     server_context,
@@ -35,22 +34,6 @@ from tests.outbox_support import (
 )
 from tests.pgcontrol import PrivatePostgres
 from tests.processes import ANONID, clean_env, run
-
-
-@pytest.fixture(scope="module")
-async def outbox_url(server_url: str) -> AsyncIterator[str]:
-    async with private_database(server_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def db(outbox_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(outbox_url, pool_size=5)
-    # Rows an earlier test left behind (only in this module's own database) must not be sent here.
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("DELETE FROM outbox"))
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture
@@ -64,9 +47,9 @@ def to(addr: str):  # type: ignore[no-untyped-def]
 
 
 async def test_committed_email_is_delivered_once_with_text_html_and_message_id(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     rolled_back, committed = address(), address()
     async with running_worker(db, settings, smtp_url=mail.url):
         async with db.connect() as conn:
@@ -103,9 +86,9 @@ async def test_committed_email_is_delivered_once_with_text_html_and_message_id(
 
 
 async def test_email_enqueued_while_smtp_is_down_arrives_exactly_once_when_it_returns(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     mail.stop()
     recipient = address()
     async with running_worker(db, settings, smtp_url=mail.url):
@@ -140,10 +123,10 @@ async def test_email_enqueued_while_smtp_is_down_arrives_exactly_once_when_it_re
 
 
 async def test_two_workers_send_each_of_many_emails_exactly_once(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
-    other_engine = create_engine(outbox_url, pool_size=5)
+    settings = make_settings(private_url)
+    other_engine = create_engine(private_url, pool_size=5)
     recipients = [address() for _ in range(40)]
     try:
         async with (
@@ -176,9 +159,9 @@ async def test_two_workers_send_each_of_many_emails_exactly_once(
 
 
 async def test_row_is_marked_failed_after_the_retry_window_and_never_sent(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     policy = RetryPolicy(
         lease=dt.timedelta(seconds=30),
         first_delay=dt.timedelta(seconds=0.1),
@@ -218,9 +201,9 @@ def test_the_default_retry_window_is_at_least_24_hours() -> None:
 
 
 async def test_a_crashed_workers_claim_expires_and_the_row_is_retried(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     recipient = address()
     [row_id] = await enqueue(db, settings, recipient)
     # A worker claims the row and dies before sending: only its lease is left behind.
@@ -246,9 +229,9 @@ async def test_a_crashed_workers_claim_expires_and_the_row_is_retried(
 
 
 async def test_a_stopping_worker_hands_its_claims_back_at_once(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     connected = asyncio.Event()
 
     # An SMTP server that accepts the connection and never greets: the send hangs mid-delivery.
@@ -280,9 +263,9 @@ async def test_a_stopping_worker_hands_its_claims_back_at_once(
 
 
 async def test_worker_wakes_on_notify_without_waiting_for_its_timer(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     async with running_worker(db, settings, smtp_url=mail.url, poll_interval=60.0) as worker:
         assert worker.idle.is_set()
         recipient = address()
@@ -292,9 +275,9 @@ async def test_worker_wakes_on_notify_without_waiting_for_its_timer(
 
 
 async def test_starttls_with_credentials_delivers_over_a_verified_connection(
-    db: AsyncEngine, outbox_url: str, tmp_path: Path
+    db: AsyncEngine, private_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     cert, key = self_signed(tmp_path)
     with MailServer(
         tls="starttls", ssl_context=server_context(cert, key), credentials=("mailer", "s3cr:t")
@@ -310,9 +293,9 @@ async def test_starttls_with_credentials_delivers_over_a_verified_connection(
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_smtps_with_credentials_delivers(
-    db: AsyncEngine, outbox_url: str, tmp_path: Path
+    db: AsyncEngine, private_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     cert, key = self_signed(tmp_path)
     with MailServer(
         tls="smtps", ssl_context=server_context(cert, key), credentials=("mailer", "pw")
@@ -328,9 +311,9 @@ async def test_smtps_with_credentials_delivers(
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_an_untrusted_certificate_is_refused_by_default(
-    db: AsyncEngine, outbox_url: str, tmp_path: Path
+    db: AsyncEngine, private_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     cert, key = self_signed(tmp_path)
     with MailServer(
         tls="smtps", ssl_context=server_context(cert, key), credentials=("mailer", "pw")
@@ -348,9 +331,9 @@ async def test_an_untrusted_certificate_is_refused_by_default(
 
 
 async def test_wrong_smtp_credentials_are_retried_not_lost(
-    db: AsyncEngine, outbox_url: str, tmp_path: Path
+    db: AsyncEngine, private_url: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     cert, key = self_signed(tmp_path)
     with MailServer(
         tls="starttls", ssl_context=server_context(cert, key), credentials=("mailer", "right")
@@ -406,8 +389,8 @@ async def test_worker_survives_a_database_outage_and_delivers_after_it(
         await asyncio.to_thread(pg.close)
 
 
-async def test_scheduled_cull_runs_in_the_worker(db: AsyncEngine, outbox_url: str) -> None:
-    settings = make_settings(outbox_url, cull_interval_minutes=1)
+async def test_scheduled_cull_runs_in_the_worker(db: AsyncEngine, private_url: str) -> None:
+    settings = make_settings(private_url, cull_interval_minutes=1)
     stale, fresh = new_id(), new_id()
     async with db.begin() as conn:
         await conn.execute(
@@ -432,9 +415,9 @@ async def test_scheduled_cull_runs_in_the_worker(db: AsyncEngine, outbox_url: st
 
 
 async def test_app_runs_the_worker_in_process_when_run_worker_is_set(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url, run_worker=True, smtp_url=mail.url)
+    settings = make_settings(private_url, run_worker=True, smtp_url=mail.url)
     recipient = address()
     async with running_app(settings) as app:
         tasks = {t.get_name(): t for t in asyncio.all_tasks()}
@@ -447,9 +430,9 @@ async def test_app_runs_the_worker_in_process_when_run_worker_is_set(
 
 
 async def test_app_without_run_worker_sends_nothing(
-    db: AsyncEngine, mail: MailServer, outbox_url: str
+    db: AsyncEngine, mail: MailServer, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url, run_worker=False, smtp_url=mail.url)
+    settings = make_settings(private_url, run_worker=False, smtp_url=mail.url)
     async with running_app(settings):
         assert "anonid-worker" not in {t.get_name() for t in asyncio.all_tasks()}
         [row_id] = await enqueue(db, settings, address())
@@ -457,10 +440,10 @@ async def test_app_without_run_worker_sends_nothing(
 
 
 async def test_anonid_worker_command_delivers_and_stops_on_sigterm(
-    db: AsyncEngine, mail: MailServer, outbox_url: str, tmp_path: Path
+    db: AsyncEngine, mail: MailServer, private_url: str, tmp_path: Path
 ) -> None:
     env = clean_env(
-        ANONID_DATABASE_URL=outbox_url,
+        ANONID_DATABASE_URL=private_url,
         ANONID_SMTP_URL=mail.url,
         ANONID_DATA_DIR=str(tmp_path / "data"),
         ANONID_CULL_INTERVAL_MINUTES="0",
@@ -472,7 +455,7 @@ async def test_anonid_worker_command_delivers_and_stops_on_sigterm(
         )
         try:
             recipient = address()
-            await enqueue(db, make_settings(outbox_url), recipient)
+            await enqueue(db, make_settings(private_url), recipient)
             await mail.wait_for(to(recipient), timeout=60)
             proc.send_signal(signal.SIGTERM)
             try:

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import create_engine
 from app.outbox.enqueue import render_email
 from app.outbox.mail import (
     SmtpSender,
@@ -25,23 +22,8 @@ from app.outbox.mail import (
 )
 from tests.conftest import make_settings
 from tests.mailserver import free_port
-from tests.outbox_support import address, enqueue, outbox_row, private_database, running_worker
+from tests.outbox_support import address, enqueue, outbox_row, running_worker
 from tests.outbox_support import until as until_true
-
-
-@pytest.fixture(scope="module")
-async def outbox_url(server_url: str) -> AsyncIterator[str]:
-    async with private_database(server_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def db(outbox_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(outbox_url, pool_size=5)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("DELETE FROM outbox"))
-    yield engine
-    await engine.dispose()
 
 
 class Gate:
@@ -106,9 +88,9 @@ async def wait_accepted(gate: Gate, recipient: str, timeout: float = 30.0) -> No
 
 
 async def test_a_message_queued_during_a_slow_delivery_is_not_held_behind_it(
-    db: AsyncEngine, outbox_url: str
+    db: AsyncEngine, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     slow, quick = address(), address()
     gate = Gate(held={slow})
     url, controller = start_gate(gate)
@@ -130,9 +112,9 @@ async def test_a_message_queued_during_a_slow_delivery_is_not_held_behind_it(
 
 
 async def test_a_wake_up_that_comes_while_every_slot_is_busy_is_served_when_one_frees(
-    db: AsyncEngine, outbox_url: str
+    db: AsyncEngine, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     slow, queued = address(), address()
     gate = Gate(held={slow})
     url, controller = start_gate(gate)
@@ -160,9 +142,9 @@ async def test_a_wake_up_that_comes_while_every_slot_is_busy_is_served_when_one_
 
 
 async def test_consecutive_emails_share_one_smtp_connection(
-    db: AsyncEngine, outbox_url: str
+    db: AsyncEngine, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     gate = Gate()
     url, controller = start_gate(gate)
     recipients = [address() for _ in range(3)]
@@ -210,9 +192,9 @@ async def test_a_reused_connection_refused_before_data_is_replaced_and_the_email
 
 
 async def test_a_connection_closed_by_the_server_while_idle_is_not_reused(
-    db: AsyncEngine, outbox_url: str
+    db: AsyncEngine, private_url: str
 ) -> None:
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     gate = Gate()
     port = free_port()
     url = f"smtp://127.0.0.1:{port}"
@@ -241,7 +223,7 @@ async def test_a_connection_closed_by_the_server_while_idle_is_not_reused(
 
 
 async def test_a_delivery_that_cannot_be_recorded_at_once_is_recorded_later_and_not_resent(
-    db: AsyncEngine, outbox_url: str, monkeypatch: pytest.MonkeyPatch
+    db: AsyncEngine, private_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from app.outbox import worker as worker_module
 
@@ -255,7 +237,7 @@ async def test_a_delivery_that_cannot_be_recorded_at_once_is_recorded_later_and_
         await real_mark_sent(conn, rows)
 
     monkeypatch.setattr(worker_module, "mark_sent", blip_once)
-    settings = make_settings(outbox_url)
+    settings = make_settings(private_url)
     gate = Gate()
     url, controller = start_gate(gate)
     recipient = address()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -12,28 +11,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from app.db import create_engine
 from app.lifecycle.events import record_event
 from app.settings import Settings
 from tests.conftest import client_for, make_settings, running_app
-from tests.outbox_support import Receiver, outbox_row, private_database, running_worker, until
+from tests.outbox_support import Receiver, outbox_row, running_worker, until
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
-@pytest.fixture(scope="module")
-async def hooks_url(server_url: str) -> AsyncIterator[str]:
-    async with private_database(server_url) as url:
-        yield url
-
-
-@pytest.fixture
-async def db(hooks_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(hooks_url, pool_size=5)
-    async with engine.begin() as conn:
-        await conn.execute(sa.text("DELETE FROM outbox"))
-    yield engine
-    await engine.dispose()
 
 
 def hook_settings(url: str, receiver: Receiver) -> Settings:
@@ -51,12 +34,12 @@ async def record(db: AsyncEngine, urls: list[str], user: str = "u1") -> tuple[st
 
 
 async def test_event_is_posted_signed_and_verifies_with_standardwebhooks(
-    db: AsyncEngine, hooks_url: str
+    db: AsyncEngine, private_url: str
 ) -> None:
     receiver = Receiver()
     await receiver.start()
     try:
-        settings = hook_settings(hooks_url, receiver)
+        settings = hook_settings(private_url, receiver)
         async with running_worker(db, settings):
             event_id, row_id = await record(db, settings.webhook_url_list, user="abc")
 
@@ -81,10 +64,10 @@ async def test_event_is_posted_signed_and_verifies_with_standardwebhooks(
 
 
 async def test_receiver_that_was_down_gets_the_event_on_retry(
-    db: AsyncEngine, hooks_url: str
+    db: AsyncEngine, private_url: str
 ) -> None:
     receiver = Receiver()
-    settings = hook_settings(hooks_url, receiver)
+    settings = hook_settings(private_url, receiver)
     async with running_worker(db, settings):
         event_id, row_id = await record(db, settings.webhook_url_list)
 
@@ -109,12 +92,12 @@ async def test_receiver_that_was_down_gets_the_event_on_retry(
 
 
 async def test_receiver_answering_500_gets_the_event_again_until_it_accepts(
-    db: AsyncEngine, hooks_url: str
+    db: AsyncEngine, private_url: str
 ) -> None:
     receiver = Receiver(statuses=[500, 503])
     await receiver.start()
     try:
-        settings = hook_settings(hooks_url, receiver)
+        settings = hook_settings(private_url, receiver)
         async with running_worker(db, settings):
             event_id, row_id = await record(db, settings.webhook_url_list)
 
@@ -135,12 +118,12 @@ async def test_receiver_answering_500_gets_the_event_again_until_it_accepts(
 
 
 async def test_anonymous_account_created_over_http_reaches_the_receiver(
-    db: AsyncEngine, hooks_url: str
+    db: AsyncEngine, private_url: str
 ) -> None:
     receiver = Receiver()
     await receiver.start()
     try:
-        settings = hook_settings(hooks_url, receiver)
+        settings = hook_settings(private_url, receiver)
         async with (
             running_worker(db, settings),
             running_app(settings) as app,
