@@ -43,13 +43,7 @@ _LOGGING_GLOBALS = vars(logging)
 
 
 def _recorded_unshown() -> bool:
-    flags = _LOGGING_GLOBALS
-    return bool(
-        flags["logThreads"]
-        or flags["logProcesses"]
-        or flags["logMultiprocessing"]
-        or flags.get("logAsyncioTasks")
-    )
+    return any(map(_LOGGING_GLOBALS.__getitem__, _UNSHOWN_PRESENT))
 
 
 class RecordMaker:

@@ -41,6 +41,7 @@ class RequestGuard:
     ) -> None:
         self.app = app
         self.cookie_name = cookie_name
+        self._cookie_bytes = cookie_name.encode()
         self.allowed_origins = allowed_origins
         # Room for a merge patch that removes much of a document, but bounded.
         self.max_body = max(MAX_BODY_BYTES, 2 * data_max)
@@ -100,7 +101,7 @@ class RequestGuard:
 
     def _has_session_cookie(self, headers: dict[bytes, bytes]) -> bool:
         raw = headers.get(b"cookie")
-        if not raw or self.cookie_name.encode() not in raw:
+        if not raw or self._cookie_bytes not in raw:
             return False
         try:
             jar: SimpleCookie = SimpleCookie(raw.decode("latin-1"))

@@ -60,11 +60,11 @@ class Statement:
 
 
 class HotPool:
-    """An ``asyncpg.Pool`` of ``size`` connections, with the guarantees in the module docstring."""
+    """An ``asyncpg.Pool``, with the guarantees in the module docstring."""
 
-    def __init__(self, pool: asyncpg.Pool, size: int) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self.size = size
+        self.size: int = pool.get_max_size()
         self.busy = 0  # statements holding or awaiting a connection
         self.running: dict[Any, int] = {}  # connection -> watchdog tick its statement started at
         self.tick = 0
@@ -170,4 +170,4 @@ async def create_pool(url: str, size: int) -> HotPool:
         reset=_keep_session,
         timeout=ACQUIRE_TIMEOUT,  # connecting, when a free slot has no connection yet
     )
-    return HotPool(pool, size)
+    return HotPool(pool)

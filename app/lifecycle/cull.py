@@ -137,6 +137,25 @@ def _result(
     }
 
 
+async def _execute(
+    conn: AsyncConnection,
+    statement: sa.TextClause,
+    cutoff: datetime,
+    batch_size: int,
+    webhook_urls: list[str],
+    position: dict[str, Any],
+) -> sa.CursorResult[Any]:
+    """Run one batch statement (either walk): its guard, size, event and where it starts."""
+    params = {
+        "cutoff": cutoff,
+        "n": batch_size,
+        "event_id": new_id(),
+        "event_type": "user.culled",
+        "webhook_urls": webhook_urls,
+    }
+    return await conn.execute(statement, params | position)
+
+
 async def cull_batch(
     conn: AsyncConnection, cutoff: datetime, batch_size: int, webhook_urls: list[str]
 ) -> list[str]:
@@ -153,17 +172,7 @@ async def _cull_batch(
     after: datetime | None,
 ) -> tuple[list[str], datetime | None]:
     """One batch: the deleted ids and the newest ``updated_at`` among them (where to resume)."""
-    result = await conn.execute(
-        _CULL_BATCH,
-        {
-            "cutoff": cutoff,
-            "n": batch_size,
-            "after": after,
-            "event_id": new_id(),
-            "event_type": "user.culled",
-            "webhook_urls": webhook_urls,
-        },
-    )
+    result = await _execute(conn, _CULL_BATCH, cutoff, batch_size, webhook_urls, {"after": after})
     rows = result.all()
     ids = [str(row.id) for row in rows]
     return ids, max((row.updated_at for row in rows), default=after)
@@ -178,17 +187,13 @@ async def _cull_heap_batch(
     end_page: int,
 ) -> tuple[int, tuple[int, int]]:
     """One batch of a heap walk: how many rows it deleted, and the last ctid (where to resume)."""
-    result = await conn.execute(
+    result = await _execute(
+        conn,
         _CULL_HEAP_BATCH,
-        {
-            "cutoff": cutoff,
-            "n": batch_size,
-            "after_tid": after,
-            "end_tid": (end_page, 0),
-            "event_id": new_id(),
-            "event_type": "user.culled",
-            "webhook_urls": webhook_urls,
-        },
+        cutoff,
+        batch_size,
+        webhook_urls,
+        {"after_tid": after, "end_tid": (end_page, 0)},
     )
     row = result.one()
     return int(row.deleted), (tuple(row.last) if row.last is not None else after)
