@@ -39,7 +39,7 @@ def client_ip(peer: str | None, forwarded_for: list[str], proxies: list[IpNetwor
     if peer is None:
         return "unknown"
     current = peer
-    if not proxies or not _trusted(current, proxies):
+    if not proxies or not is_trusted_proxy(current, proxies):
         return current
     hops = [h.strip() for value in forwarded_for for h in value.split(",") if h.strip()]
     for hop in reversed(hops):
@@ -48,12 +48,29 @@ def client_ip(peer: str | None, forwarded_for: list[str], proxies: list[IpNetwor
         except ValueError:
             break  # a malformed hop: stop at the last address a trusted proxy vouched for
         current = hop
-        if not _trusted(current, proxies):
+        if not is_trusted_proxy(current, proxies):
             break
     return current
 
 
-def _trusted(address: str, proxies: list[IpNetwork]) -> bool:
+def ip_bucket(address: str) -> str:
+    """The rate-limit bucket of a client address: an IPv6 client by its /64, the block one
+    subscriber is usually given (counting each address would hand an attacker 2**64 buckets);
+    an IPv4-mapped IPv6 address as the IPv4 address it is."""
+    if ":" not in address:
+        return address  # IPv4 (or "unknown"): no parsing on the hot path
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return address
+
+
+def is_trusted_proxy(address: str, proxies: list[IpNetwork]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -93,11 +110,11 @@ class RateLimiter:
     async def hit_anonymous(self, peer: str | None, forwarded_for: list[str]) -> None:
         """One new anonymous account for this client (the ASGI peer and X-Forwarded-For)."""
         ip = client_ip(peer, forwarded_for, self.proxies)
-        await self._hit(self.anonymous_limits, ("anonymous", "ip", ip))
+        await self._hit(self.anonymous_limits, ("anonymous", "ip", ip_bucket(ip)))
 
     async def hit_credentials(self, request: Request, email: str | None) -> None:
         """One login, conversion or reset request, counted per client IP and per address."""
-        keys = [("credentials", "ip", self.client(request))]
+        keys = [("credentials", "ip", ip_bucket(self.client(request)))]
         if email:
             keys.append(("credentials", "email", email_key(email)))
         for key in keys:

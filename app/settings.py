@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     anonymous_rate_limit: str = "60/minute"
     login_rate_limit: str = "10/minute"
     trusted_proxies: str | None = None
+    dev_mail_public: bool = False
     webhook_urls: str | None = None
     webhook_secret: SecretStr | None = None
     issuer: str | None = None

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Literal
 
 import httpx
+import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher, extract_parameters
 from argon2.low_level import Type
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.lifecycle import passwords
 from app.lifecycle.passwords import HASHER, check_policy, common_passwords
 from tests.account_support import (
     PASSWORD,
@@ -356,3 +359,113 @@ async def test_expired_reset_link_answers_410(app: FastAPI, engine: AsyncEngine)
             "/v1/password-reset/confirm", json={"token": token, "password": "some passphrase"}
         )
         assert r.status_code == 410 and r.json()["error"] == "token_expired"
+
+
+class _PoolWatchingHasher(PasswordHasher):
+    """The service's hasher, noting how many pooled connections the app held each time argon2
+    ran (in the worker thread, while the request awaited it)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__(
+            time_cost=HASHER.time_cost,
+            memory_cost=HASHER.memory_cost,
+            parallelism=HASHER.parallelism,
+            hash_len=HASHER.hash_len,
+            salt_len=HASHER.salt_len,
+            type=HASHER.type,
+        )
+        self.services = app.state.services
+        self.held: list[int] = []
+
+    def _note(self) -> None:
+        svc = self.services
+        self.held.append(svc.engine.pool.checkedout() + svc.autocommit.pool.checkedout())
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self._note()
+        return super().hash(password, salt=salt)
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        self._note()
+        return super().verify(hash, password)
+
+
+async def test_no_pooled_connection_waits_while_a_password_is_hashed(
+    app: FastAPI, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The review's attack: 200 concurrent wrong current_password guesses each held a database
+    # connection while argon2 ran, raising another user's answer from 12 ms to 1.7 s.
+    spy = _PoolWatchingHasher(app)
+    monkeypatch.setattr(passwords, "HASHER", spy)
+    async with bare_client(app) as c:
+        account = await register(c, engine)  # a setup link redeemed with a password
+        steps = {
+            "setup": len(spy.held),
+            "login": (await _login(c, account["email"], PASSWORD)).status_code,
+            "wrong login": (await _login(c, account["email"], "not it at all")).status_code,
+            "unknown login": (await _login(c, fresh_email("nobody"), PASSWORD)).status_code,
+            "change, wrong current": (
+                await c.post(
+                    "/v1/me/password",
+                    json={"current_password": "not it at all", "new_password": "new secret 1"},
+                )
+            ).status_code,
+            "change": (
+                await c.post(
+                    "/v1/me/password",
+                    json={"current_password": PASSWORD, "new_password": "new secret 2"},
+                )
+            ).status_code,
+        }
+        await c.post("/v1/password-reset", json={"email": account["email"]})
+        token = await last_token(engine, account["email"], "password_reset")
+        r = await c.post(
+            "/v1/password-reset/confirm", json={"token": token, "password": "a new reset secret 3"}
+        )
+        steps["reset"] = r.status_code
+    assert steps == {
+        "setup": steps["setup"],
+        "login": 200,
+        "wrong login": 401,
+        "unknown login": 401,
+        "change, wrong current": 401,
+        "change": 200,
+        "reset": 200,
+    }
+    assert steps["setup"] >= 1 and len(spy.held) >= 8
+    assert set(spy.held) == {0}, spy.held
+
+
+async def test_password_change_guesses_are_rate_limited_like_login(
+    app_with: AppFactory, engine: AsyncEngine
+) -> None:
+    application, _ = await app_with(login_rate_limit="3/minute")
+    async with bare_client(application, client=("198.51.100.7", 40000)) as c:
+        await register(c, engine)
+        guesses = [
+            await c.post(
+                "/v1/me/password",
+                json={"current_password": f"guess number {i}", "new_password": "new secret 1"},
+            )
+            for i in range(4)
+        ]
+    assert [r.status_code for r in guesses] == [
+        401,
+        401,
+        429,
+        429,
+    ]  # the conversion request counted too
+    assert guesses[-1].json()["error"] == "rate_limited"
+    assert int(guesses[-1].headers["Retry-After"]) >= 1
+
+
+async def test_a_dead_reset_link_is_refused_before_any_hashing(
+    app: FastAPI, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _PoolWatchingHasher(app)
+    monkeypatch.setattr(passwords, "HASHER", spy)
+    async with bare_client(app) as c:
+        for path in ("/v1/password-reset/confirm", "/v1/password-setup"):
+            r = await c.post(path, json={"token": "no such link", "password": "a fine password"})
+            assert r.status_code == 400 and r.json()["error"] == "invalid_token"
+    assert spy.held == []

@@ -105,6 +105,38 @@ async def test_dev_mail_is_404_without_a_catcher(private_url: str) -> None:
     assert response.status_code == 404
 
 
+def _browser_at(app: object, ip: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 50000))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="https://anonid.test")
+
+
+async def test_dev_mail_shows_reset_links_only_to_this_machine(
+    private_url: str, catcher: LocalCatcher
+) -> None:
+    # A forgotten ANONID_SMTP_URL behind --host 0.0.0.0 (as the Dockerfile serves) must not
+    # hand every reset link to whoever finds the page.
+    async with running_app(make_settings(private_url, trusted_proxies="10.0.0.0/8")) as app:
+        async with _browser_at(app, "203.0.113.9") as remote:
+            refused = await remote.get("/dev/mail")
+        async with _browser_at(app, "127.0.0.1") as local, _browser_at(app, "::1") as local6:
+            assert (await local.get("/dev/mail")).status_code == 200
+            assert (await local6.get("/dev/mail")).status_code == 200
+            # A local reverse proxy that is not trusted forwards for someone else.
+            forwarded = {"X-Forwarded-For": "203.0.113.9"}
+            assert (await local.get("/dev/mail", headers=forwarded)).status_code == 404
+        async with _browser_at(app, "10.1.2.3") as proxy:
+            via_proxy = {"X-Forwarded-For": "203.0.113.9"}
+            assert (await proxy.get("/dev/mail", headers=via_proxy)).status_code == 404
+            local_via_proxy = {"X-Forwarded-For": "127.0.0.1"}
+            assert (await proxy.get("/dev/mail", headers=local_via_proxy)).status_code == 200
+    assert refused.status_code == 404
+    assert refused.json()["error"] == "not_found"
+    assert "ANONID_DEV_MAIL_PUBLIC" in refused.json()["message"]
+    async with running_app(make_settings(private_url, dev_mail_public=True)) as app:
+        async with _browser_at(app, "203.0.113.9") as remote:
+            assert (await remote.get("/dev/mail")).status_code == 200
+
+
 def _serve_env(database_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     return clean_env(
         ANONID_DATABASE_URL=database_url,

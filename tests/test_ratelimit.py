@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from app.ratelimit import client_ip
+from app.ratelimit import client_ip, ip_bucket
 from tests.account_support import bare_client, fresh_email, new_guest
 from tests.conftest import AppFactory
 from tests.processes import Served, clean_env, free_port
@@ -98,6 +98,32 @@ def test_client_ip_believes_forwarded_for_only_from_trusted_proxies() -> None:
     assert client_ip("10.0.0.1", ["garbage, 10.2.2.2"], proxies) == "10.2.2.2"
     # No trusted proxies configured: never believed.
     assert client_ip("10.0.0.1", ["1.2.3.4"], []) == "10.0.0.1"
+
+
+def test_ipv6_clients_share_a_bucket_per_64_and_ipv4_clients_per_address() -> None:
+    assert ip_bucket("2001:db8:1:2::1") == ip_bucket("2001:db8:1:2:ffff:ffff:ffff:ffff")
+    assert ip_bucket("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert ip_bucket("2001:db8:1:3::1") != ip_bucket("2001:db8:1:2::1")
+    assert ip_bucket("::ffff:198.51.100.7") == "198.51.100.7"
+    assert ip_bucket("198.51.100.7") == "198.51.100.7"
+    assert ip_bucket("unknown") == "unknown"
+
+
+async def test_new_ipv6_addresses_from_one_64_do_not_escape_the_limits(
+    app_with: AppFactory,
+) -> None:
+    # One subscriber gets a whole /64: a new address per request is free for them.
+    application, _ = await app_with(anonymous_rate_limit="2/minute", login_rate_limit="2/minute")
+    prefix = f"2001:db8:{secrets.randbelow(65536):x}:{secrets.randbelow(65536):x}"
+    codes, logins = [], []
+    for i in range(3):
+        async with _client_at(application, f"{prefix}::{i + 1:x}") as c:
+            codes.append((await c.post("/v1/anonymous")).status_code)
+            logins.append((await _login(c, fresh_email("v6"))).status_code)
+    assert codes == [201, 201, 429]
+    assert logins == [401, 401, 429]
+    async with _client_at(application, f"2001:db8:ffff:{secrets.randbelow(65536):x}::1") as c:
+        assert (await c.post("/v1/anonymous")).status_code == 201  # another /64: its own bucket
 
 
 async def test_forwarded_addresses_are_limited_separately_behind_a_trusted_proxy(

@@ -10,10 +10,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
+from app.api import credential_flows
+from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
 from app.api.deps import (
     Session,
     Transaction,
@@ -28,7 +29,6 @@ from app.api.responses import empty_response, json_response, private_response, s
 from app.api.schemas import SessionOut
 from app.lifecycle import conversion, credentials
 from app.lifecycle.addresses import parse_email
-from app.services import Services
 
 router = APIRouter(prefix="/v1")
 
@@ -70,12 +70,6 @@ RESET_ACCEPTED = {
     "status": "accepted",
     "message": "If an account has this address, a link to reset its password is on its way.",
 }
-
-
-async def limit_credentials(request: Request, svc: Services, email: str | None) -> None:
-    limiter = svc.extras.get("limiter")
-    if limiter is not None:
-        await limiter.hit_credentials(request, email)
 
 
 @router.post(
@@ -151,12 +145,10 @@ async def cancel_conversion(
     openapi_extra=body_spec(TokenPasswordIn),
 )
 async def password_setup(
-    request: Request,
-    conn: AsyncConnection = Transaction,
-    body: TokenPasswordIn = Depends(json_body(TokenPasswordIn)),
+    request: Request, body: TokenPasswordIn = Depends(json_body(TokenPasswordIn))
 ) -> Response:
     svc = services(request)
-    row = await conversion.redeem_setup_link(conn, svc.settings, body.token, body.password)
+    row = await redeem_with_password(svc, "setup", body.token, body.password)
     return session_response(request, svc, row)
 
 
@@ -182,35 +174,20 @@ async def password_setup(
 )
 async def login(
     request: Request,
-    conn: AsyncConnection = Transaction,
     session: Session | None = Depends(lenient_session),
     body: LoginIn = Depends(json_body(LoginIn)),
 ) -> Response:
     svc = services(request)
     await limit_credentials(request, svc, body.email)
-    row, merged_from = await login_and_merge(conn, svc, session, body.email, body.password)
+    row, merged_from = await login_and_merge(svc, session, body.email, body.password)
     extra: dict[str, Any] = {"merged_from": merged_from} if merged_from else {}
     return session_response(request, svc, row, 200, **extra)
-
-
-async def login_and_merge(
-    conn: AsyncConnection, svc: Services, session: Session | None, email: str, password: str
-) -> tuple[Row[Any], str | None]:
-    """Shared with the hosted login page: check the password, then fold in the guest, if any."""
-    row = await credentials.login(conn, email, password)
-    if session is None or not session.claims.anon or not svc.settings.merge_on_login:
-        return row, None
-    merged = await conversion.merge_guest(
-        conn, svc.settings, session.claims.sub, session.claims.sv, row.id
-    )
-    if merged is None:
-        return row, None
-    return merged, str(session.claims.sub)
 
 
 @router.post(
     "/me/password",
     summary="Change the password; every other session ends",
+    description="Rate limited like login: per client IP and per the account's address.",
     responses={
         200: {"model": SessionOut},
         **responses(
@@ -218,6 +195,7 @@ async def login_and_merge(
             "forbidden",
             "invalid_credentials",
             "weak_password",
+            "rate_limited",
             "invalid_request",
             "invalid_json",
             "csrf_rejected",
@@ -228,18 +206,12 @@ async def login_and_merge(
 )
 async def change_password(
     request: Request,
-    conn: AsyncConnection = Transaction,
     session: Session = Depends(require_session),
     body: PasswordChangeIn = Depends(json_body(PasswordChangeIn)),
 ) -> Response:
     svc = services(request)
-    row = await credentials.change_password(
-        conn,
-        svc.settings,
-        session.claims.sub,
-        session.claims.sv,
-        body.current_password,
-        body.new_password,
+    row = await credential_flows.change_password(
+        request, svc, session, body.current_password, body.new_password
     )
     return session_response(request, svc, row)
 
@@ -299,10 +271,8 @@ async def password_reset(
     openapi_extra=body_spec(TokenPasswordIn),
 )
 async def password_reset_confirm(
-    request: Request,
-    conn: AsyncConnection = Transaction,
-    body: TokenPasswordIn = Depends(json_body(TokenPasswordIn)),
+    request: Request, body: TokenPasswordIn = Depends(json_body(TokenPasswordIn))
 ) -> Response:
     svc = services(request)
-    row = await credentials.confirm_password_reset(conn, svc.settings, body.token, body.password)
+    row = await redeem_with_password(svc, "reset", body.token, body.password)
     return session_response(request, svc, row)

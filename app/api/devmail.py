@@ -1,8 +1,10 @@
-"""``GET /dev/mail``: the local catcher's inbox, only while the catcher is in use (else 404)."""
+"""``GET /dev/mail``: the local catcher's inbox, only while the catcher is in use and only to
+loopback clients unless ``ANONID_DEV_MAIL_PUBLIC=true`` (else 404)."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -13,9 +15,11 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, Response
 
+from app.api.deps import services
 from app.api.errors import responses
 from app.catcher import LINK, CaughtMail, read_caught
 from app.errors import AnonidError
+from app.ratelimit import client_ip, is_trusted_proxy
 
 router = APIRouter(tags=["development"])
 
@@ -69,6 +73,28 @@ def _shown(mail: CaughtMail) -> _Shown:
     )
 
 
+def _may_read_caught_mail(request: Request) -> bool:
+    """Caught mail holds every reset and setup link: a forgotten ANONID_SMTP_URL behind
+    ``--host 0.0.0.0`` must not publish them. Only a loopback client may read it, judged as the
+    rate limits judge clients (a trusted proxy's X-Forwarded-For); a loopback peer that forwards
+    for someone without being a trusted proxy is a local reverse proxy, so not trusted either."""
+    svc = services(request)
+    if svc.settings.dev_mail_public:
+        return True
+    proxies = svc.settings.proxies
+    peer = request.client.host if request.client else None
+    forwarded = request.headers.getlist("x-forwarded-for")
+    if (forwarded or "forwarded" in request.headers) and not (
+        peer and is_trusted_proxy(peer, proxies)
+    ):
+        return False
+    client = client_ip(peer, forwarded, proxies)
+    try:
+        return ipaddress.ip_address(client).is_loopback
+    except ValueError:
+        return False
+
+
 @router.get(
     "/dev/mail",
     summary="Emails caught by the local catcher, newest first (only without ANONID_SMTP_URL)",
@@ -82,6 +108,11 @@ async def dev_mail(request: Request) -> Response:
     directory: Path | None = getattr(request.app.state, "caught_mail_dir", None)
     if directory is None:
         raise AnonidError("not_found", "There is no local mail catcher: ANONID_SMTP_URL is set.")
+    if not _may_read_caught_mail(request):
+        raise AnonidError(
+            "not_found",
+            "The caught mail is shown only to this machine (set ANONID_DEV_MAIL_PUBLIC=true).",
+        )
     mails = await asyncio.to_thread(read_caught, directory)
     page = (
         _env()

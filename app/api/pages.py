@@ -23,10 +23,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from sqlalchemy.engine import Row
 from starlette.responses import HTMLResponse, Response
 
-from app.api.account import login_and_merge
+from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
 from app.api.deps import Session, lenient_session, services
 from app.errors import AnonidError
-from app.lifecycle import conversion, credentials
+from app.lifecycle import credentials
 from app.lifecycle.tokens import Purpose, peek_link_token
 from app.services import Services
 
@@ -220,11 +220,8 @@ async def login_submit(
     if not csrf.valid("login", form.get("csrf", "")):
         return _login_page(request, csrf, session, 403, email=email, error=_CSRF_MESSAGE)
     try:
-        limiter = svc.extras.get("limiter")
-        if limiter is not None:
-            await limiter.hit_credentials(request, email)
-        async with svc.engine.begin() as conn:
-            row, _ = await login_and_merge(conn, svc, session, email, form.get("password", ""))
+        await limit_credentials(request, svc, email)
+        row, _ = await login_and_merge(svc, session, email, form.get("password", ""))
     except AnonidError as exc:
         return _login_page(
             request, csrf, session, exc.status, email=email, error=exc.message, headers=exc.headers
@@ -313,11 +310,7 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
             request, svc, csrf, purpose, token, 422, error="The two passwords are not the same."
         )
     try:
-        async with svc.engine.begin() as conn:
-            if purpose == "setup":
-                row = await conversion.redeem_setup_link(conn, svc.settings, token, password)
-            else:
-                row = await credentials.confirm_password_reset(conn, svc.settings, token, password)
+        row = await redeem_with_password(svc, purpose, token, password)
     except AnonidError as exc:
         # A bad password may be retried with the same link; a dead link cannot.
         retry = exc.code == "weak_password"
@@ -429,9 +422,7 @@ async def reset_submit(request: Request) -> Response:
             **context,
         )
     try:
-        limiter = svc.extras.get("limiter")
-        if limiter is not None:
-            await limiter.hit_credentials(request, email)
+        await limit_credentials(request, svc, email)
         async with svc.engine.begin() as conn:
             await credentials.request_password_reset(conn, svc.settings, email)
     except AnonidError as exc:

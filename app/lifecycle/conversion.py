@@ -24,12 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
 from app.lifecycle.events import record_event
-from app.lifecycle.passwords import check_policy, hash_password
 from app.lifecycle.tokens import (
     consume_link_token,
     end_link_tokens,
     issue_link_token,
-    peek_link_token,
 )
 from app.lifecycle.users import USER_COLUMNS
 from app.outbox.enqueue import enqueue_email
@@ -152,15 +150,14 @@ async def cancel_conversion(conn: AsyncConnection, user_id: UUID, session_versio
 
 
 async def redeem_setup_link(
-    conn: AsyncConnection, settings: Settings, token: str, password: str
+    conn: AsyncConnection, settings: Settings, token: str, password_hash: str
 ) -> Row[Any]:
-    """Consume the link and register the account in place (same id, same data).
+    """Consume the link and register the account in place (same id, same data), with the
+    password whose hash the caller made before its transaction (no connection waits on argon2).
 
     Exactly one concurrent redeemer wins. If another account verified the address meanwhile, this
     raises ``email_taken`` and the caller's transaction rolls back: the guest stays untouched.
     """
-    await peek_link_token(conn, token, "setup")  # a dead link is refused before any hashing
-    password_hash = await hash_password(check_policy(password, settings.password_min_length))
     target = await consume_link_token(conn, token, "setup")
     params = {"id": target.user_id, "email": target.email, "hash": password_hash}
     try:

@@ -29,7 +29,6 @@ from app.lifecycle.tokens import (
     consume_link_token,
     end_link_tokens,
     issue_link_token,
-    peek_link_token,
 )
 from app.lifecycle.users import USER_COLUMNS
 from app.outbox.enqueue import enqueue_email
@@ -41,8 +40,19 @@ _ACCOUNT_BY_EMAIL = sa.text(
 )
 _ACCOUNT_BY_ID = sa.text(f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE id = :id")
 
-# A rehash only replaces the hash it verified; a concurrent password change wins.
-_REHASH = sa.text("UPDATE users SET password_hash = :new WHERE id = :id AND password_hash = :old")
+# Login checks the password with no connection held, then confirms in its transaction that the
+# hash it verified is still the account's: a concurrent password change wins. A rehash only
+# replaces the hash it verified.
+_STILL_VERIFIED = sa.text(
+    f"SELECT {USER_COLUMNS} FROM users WHERE id = :id AND NOT is_anonymous AND password_hash = :old"
+)
+_REHASH = sa.text(
+    f"""
+UPDATE users SET password_hash = :new
+WHERE id = :id AND NOT is_anonymous AND password_hash = :old
+RETURNING {USER_COLUMNS}
+"""
+)
 
 _CHANGE = sa.text(
     f"""
@@ -71,21 +81,35 @@ RETURNING id
 )
 
 
-async def login(conn: AsyncConnection, email: str, password: str) -> Row[Any]:
-    """The registered account for ``email`` and ``password``, else ``invalid_credentials``.
+async def find_account(conn: AsyncConnection, email: str) -> Row[Any] | None:
+    """The registered account for ``email`` with its password hash, ``None`` if there is none."""
+    return await _account_by_email(conn, email)
+
+
+async def check_login(account: Row[Any] | None, password: str) -> str | None:
+    """Check ``password`` against the account read by ``find_account``; needs no connection, so
+    none is held while argon2 runs. Returns a fresh hash when today's parameters are stronger
+    than the stored hash's, else ``None``; raises ``invalid_credentials``.
 
     An unknown address still costs one argon2 verification, so timing does not reveal accounts.
-    A hash made with weaker parameters than today's is replaced on success.
     """
-    row = await _account_by_email(conn, email)
-    if row is None or row.password_hash is None:
+    if account is None or account.password_hash is None:
         await burn_verify(password)
         raise AnonidError("invalid_credentials")
-    if not await verify_password(row.password_hash, password):
+    if not await verify_password(account.password_hash, password):
         raise AnonidError("invalid_credentials")
-    if needs_rehash(row.password_hash):
-        fresh = await hash_password(normalise(password))
-        await conn.execute(_REHASH, {"id": row.id, "old": row.password_hash, "new": fresh})
+    if needs_rehash(account.password_hash):
+        return await hash_password(normalise(password))
+    return None
+
+
+async def confirm_login(conn: AsyncConnection, account: Row[Any], rehash: str | None) -> Row[Any]:
+    """The account as it is now, provided its password hash is still the one ``check_login``
+    verified (a password changed meanwhile is ``invalid_credentials``); stores ``rehash``."""
+    params = {"id": account.id, "old": account.password_hash, "new": rehash}
+    row = (await conn.execute(_REHASH if rehash else _STILL_VERIFIED, params)).first()
+    if row is None:
+        raise AnonidError("invalid_credentials")
     return row
 
 
@@ -105,25 +129,41 @@ async def _registered(conn: AsyncConnection, user_id: UUID, session_version: int
     return row
 
 
-async def change_password(
-    conn: AsyncConnection,
-    settings: Settings,
-    user_id: UUID,
-    session_version: int,
-    current_password: str,
-    new_password: str,
+async def registered_account(
+    conn: AsyncConnection, user_id: UUID, session_version: int
 ) -> Row[Any]:
-    """Replace the password after checking the current one; every other session ends."""
-    row = await _registered(conn, user_id, session_version)
+    """The session's registered account with its password hash (``invalid_session`` or
+    ``forbidden`` otherwise)."""
+    return await _registered(conn, user_id, session_version)
+
+
+async def check_password_change(
+    settings: Settings, account: Row[Any], current_password: str, new_password: str
+) -> str:
+    """The hash of the new password, once the policy accepts it and the current password
+    matches the account read by ``registered_account``. Needs no connection, so none is held
+    while argon2 runs."""
     normal = check_policy(new_password, settings.password_min_length)
-    if not await verify_password(row.password_hash, current_password):
+    if not await verify_password(account.password_hash, current_password):
         raise AnonidError("invalid_credentials", "The current password is not correct.")
-    fresh = await hash_password(normal)
-    params = {"id": user_id, "sv": session_version, "old": row.password_hash, "new": fresh}
+    return await hash_password(normal)
+
+
+async def change_password(
+    conn: AsyncConnection, settings: Settings, account: Row[Any], new_hash: str
+) -> Row[Any]:
+    """Store ``new_hash`` if the account is still as ``registered_account`` read it (same
+    session version, same password hash); every other session ends."""
+    params = {
+        "id": account.id,
+        "sv": account.session_version,
+        "old": account.password_hash,
+        "new": new_hash,
+    }
     changed = (await conn.execute(_CHANGE, params)).first()
     if changed is None:  # a concurrent change or logout-all moved the account on
         raise AnonidError("invalid_session")
-    await end_link_tokens(conn, user_id, "reset")
+    await end_link_tokens(conn, account.id, "reset")
     await _notify_changed(conn, settings, changed)
     return changed
 
@@ -156,13 +196,12 @@ async def request_password_reset(conn: AsyncConnection, settings: Settings, emai
 
 
 async def confirm_password_reset(
-    conn: AsyncConnection, settings: Settings, token: str, password: str
+    conn: AsyncConnection, settings: Settings, token: str, password_hash: str
 ) -> Row[Any]:
-    """Set a new password through a reset link; the link is used once and every session ends."""
-    await peek_link_token(conn, token, "reset")  # a dead link is refused before any hashing
-    fresh = await hash_password(check_policy(password, settings.password_min_length))
+    """Set the password whose hash ``new_password_hash`` made through a reset link; the link is
+    used once and every session ends."""
     target = await consume_link_token(conn, token, "reset")
-    params = {"id": target.user_id, "email": target.email, "new": fresh}
+    params = {"id": target.user_id, "email": target.email, "new": password_hash}
     row = (await conn.execute(_RESET, params)).first()
     if row is None:  # the account changed its address since the link was sent
         raise AnonidError("invalid_token")
