@@ -23,6 +23,7 @@ from app.middleware import CORS, RequestGuard
 from app.observability import RequestObserver
 from app.pgpool import create_pool
 from app.ratelimit import RateLimiter
+from app.server_secrets import load_server_secrets
 from app.services import Services
 from app.sessions import CookieJar, KeyRing, ensure_signing_key
 from app.settings import Settings, load_settings
@@ -75,6 +76,7 @@ def create_app(
         autocommit = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=4)
         async with engine.begin() as conn:
             await ensure_signing_key(conn)
+            server_secrets = await load_server_secrets(conn)
         pool = await create_pool(url, HOT_POOL_SIZE)
         keys = KeyRing(settings, engine)
         await keys.load()
@@ -85,6 +87,7 @@ def create_app(
             pool=pool,
             keys=keys,
             cookies=cookies,
+            server_secrets=server_secrets,
         )
         app.state.services = services
         services.extras["limiter"] = RateLimiter(settings)

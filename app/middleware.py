@@ -3,6 +3,16 @@
 It runs before routing so a refused request costs no database work, and it buffers request
 bodies up to a hard limit so an oversized or endless body is answered with 413, never a 5xx.
 
+CSRF (CONTRACT §5): an unsafe request that carries the session cookie, or whose success would set
+one (``SESSION_STARTING``: a cross-site form must not swap a visitor's guest or sign them in to
+another account, though it carries no ``SameSite=Lax`` cookie), is refused with
+``403 csrf_rejected`` when its ``Origin`` (else ``Referer``) is present and not allowed, or when
+``Sec-Fetch-Site`` says ``cross-site``. A request with neither header (a server, curl) passes, and
+so does one authenticated by ``Authorization: Bearer``, which no other site can make a browser
+send. The guard reads cookies and the bearer token through ``app.request_auth``, as the endpoints
+do, and paths as routing does (under ``root_path``), so it judges the request the endpoint will
+serve. Hosted forms also need their own token (``app.api.pages.Csrf``).
+
 ``CORS`` is Starlette's CORS middleware with a cheaper path for requests that carry no
 ``Origin`` (no CORS request at all), which only get ``Vary: Origin``.
 """
@@ -10,7 +20,6 @@ bodies up to a hard limit so an oversized or endless body is answered with 413, 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from http.cookies import CookieError, SimpleCookie
 from urllib.parse import urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
@@ -18,11 +27,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_bytes
 from app.errors import ERRORS
+from app.request_auth import bearer_token, request_cookies
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_TYPES = frozenset({"application/json"})
 MERGE_PATCH_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 MAX_BODY_BYTES = 1024 * 1024
+
+# Where a successful request sets a session cookie whether or not it came with one: the guest,
+# every sign-in and link redemption of the API, and the hosted forms. Exact paths, and prefixes
+# for the families (every POST /v1/login…, every /account/ form); a path here that some method
+# does not serve is refused cross-site all the same, which costs nothing. A new endpoint that
+# starts a session belongs here (POST /v1/oauth/{provider}/token will); a provider's callback
+# does not (providers post it cross-site by design; its one-time state protects it).
+SESSION_STARTING = frozenset(
+    {"/v1/anonymous", "/v1/password-setup", "/v1/password-reset/confirm", "/v1/conversion/confirm"}
+)
+SESSION_STARTING_PREFIXES = ("/v1/login", "/account/")
 
 
 def _origin_of(url: str) -> str | None:
@@ -52,10 +73,10 @@ class RequestGuard:
             return
         headers: dict[bytes, bytes] = {}
         for key, value in scope["headers"]:
-            headers.setdefault(key, value)
-        path: str = scope["path"]
+            headers.setdefault(key, value)  # the first of repeated headers, as Starlette reads
+        path = _route_path(scope)
 
-        refusal = self._csrf(scope["method"], path, headers)
+        refusal = self._csrf(scope, path, headers)
         if refusal is None:
             refusal = self._media_type(scope["method"], path, headers)
         if refusal is not None:
@@ -79,35 +100,33 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
-    def _csrf(self, method: str, path: str, headers: dict[bytes, bytes]) -> str | None:
-        cookie_auth = b"authorization" not in headers and self._has_session_cookie(headers)
-        login = path == "/v1/login" and method == "POST"
-        if not (cookie_auth or login):
+    def _csrf(self, scope: Scope, path: str, headers: dict[bytes, bytes]) -> str | None:
+        authorization = headers.get(b"authorization")
+        if authorization is not None and bearer_token(authorization.decode("latin-1")):
+            return None  # the endpoint authenticates with the header, not with a cookie
+        if not (starts_session(path) or self.carries_session(scope)):
             return None
         origin_header = headers.get(b"origin") or headers.get(b"referer")
+        fetch_site = headers.get(b"sec-fetch-site", b"").lower()
         if origin_header is not None:
             origin = _origin_of(origin_header.decode("latin-1"))
             # Under "Referrer-Policy: no-referrer" (the hosted pages) a browser sends
             # "Origin: null" with the page's own form posts; Sec-Fetch-Site, which no page can
             # set, still says whether the post came from this very origin.
-            own_page = origin_header == b"null" and (
-                headers.get(b"sec-fetch-site", b"").lower() == b"same-origin"
-            )
+            own_page = origin_header == b"null" and fetch_site == b"same-origin"
             if origin not in self.allowed_origins and not own_page:
                 return "csrf_rejected"
-        if cookie_auth and headers.get(b"sec-fetch-site", b"").lower() == b"cross-site":
+        if fetch_site == b"cross-site":
             return "csrf_rejected"
         return None
 
-    def _has_session_cookie(self, headers: dict[bytes, bytes]) -> bool:
-        raw = headers.get(b"cookie")
-        if not raw or self._cookie_bytes not in raw:
+    def carries_session(self, scope: Scope) -> bool:
+        """Whether the endpoint will see a session cookie: the cookies exactly as it reads them
+        (``request_cookies``), parsed only when a ``Cookie`` header mentions the name."""
+        raw_headers = scope["headers"]
+        if not any(k == b"cookie" and self._cookie_bytes in v for k, v in raw_headers):
             return False
-        try:
-            jar: SimpleCookie = SimpleCookie(raw.decode("latin-1"))
-        except CookieError:
-            return True  # unparseable but mentions our cookie: treat it as present (safer)
-        return self.cookie_name in jar and bool(jar[self.cookie_name].value)
+        return bool(request_cookies(raw_headers).get(self.cookie_name))
 
     def _media_type(self, method: str, path: str, headers: dict[bytes, bytes]) -> str | None:
         if not path.startswith("/v1/"):
@@ -144,6 +163,21 @@ class RequestGuard:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def starts_session(path: str) -> bool:
+    """Whether a successful unsafe request to ``path`` sets a session cookie (``SESSION_STARTING``)."""
+    return path in SESSION_STARTING or path.startswith(SESSION_STARTING_PREFIXES)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path routing matches, without the ``root_path`` a server behind a prefix includes
+    (as Starlette's ``get_route_path``), so the path rules hold under a prefix too."""
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
+    return path
 
 
 async def _send_error(send: Send, code: str) -> None:

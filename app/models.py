@@ -60,6 +60,14 @@ signing_keys = sa.Table(
     sa.Column("retired_at", TS),
 )
 
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", BYTEA, nullable=False),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+)
+
 link_tokens = sa.Table(
     "link_tokens",
     metadata,

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.pgpool import HotPool
+from app.server_secrets import ServerSecrets
 from app.sessions import CookieJar, KeyRing
 from app.settings import Settings
 
@@ -20,4 +21,5 @@ class Services:
     pool: HotPool  # the hot paths' statements (app.pgpool), each its own transaction
     keys: KeyRing
     cookies: CookieJar
+    server_secrets: ServerSecrets  # app.server_secrets: keys shared by every process
     extras: dict[str, Any] = field(default_factory=dict)

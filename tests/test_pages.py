@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
+import secrets
 
 import httpx
 import sqlalchemy as sa
@@ -18,6 +22,7 @@ from tests.account_support import (
     register,
     request_conversion,
 )
+from tests.conftest import AppFactory
 
 CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -236,3 +241,151 @@ async def test_pages_escape_what_they_echo(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 401
     assert "<script>alert(1)</script>" not in r.text and "&lt;script&gt;" in r.text
+
+
+# Finding 2: form tokens are keyed by a server secret and bound to the session.
+
+
+def _old_style_token(cookie_value: str, form: str) -> str:
+    """The token the forms accepted before: an HMAC keyed only by the CSRF cookie's value."""
+    mac = hmac.new(cookie_value.encode(), f"anonid-form:{form}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
+
+
+async def test_a_planted_csrf_cookie_cannot_merge_a_victims_guest_into_another_account(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    async with bare_client(app) as c:
+        attacker = await register(c, engine, data={"attacker": True})
+    async with bare_client(app) as victim:
+        guest = await new_guest(victim)
+        await victim.put("/v1/me/data", json={"diary": "private"})
+        # A sibling subdomain plants a CSRF cookie of its choosing (under every name the service
+        # might read) and posts the login form with a token computed from it.
+        planted = secrets.token_urlsafe(32)
+        for name in ("anonid_session_csrf", "__Host-anonid_session_csrf"):
+            victim.cookies.set(name, planted, domain="anonid.test")
+        r = await victim.post(
+            "/account/login",
+            data={
+                "csrf": _old_style_token(planted, "login"),
+                "email": attacker["email"],
+                "password": PASSWORD,
+            },
+        )
+        assert r.status_code == 403 and "did not come from this site" in r.text
+        assert "anonid_session=" not in r.headers.get("set-cookie", "")
+        me = (await victim.get("/v1/me")).json()
+        assert me["id"] == guest["id"] and me["data"] == {"diary": "private"}
+    async with engine.connect() as conn:
+        attacker_data = await conn.scalar(
+            sa.text("SELECT data FROM users WHERE id = :id"), {"id": attacker["id"]}
+        )
+    assert attacker_data == {"attacker": True}
+
+
+async def test_a_form_token_for_one_session_does_not_work_for_another(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    async with bare_client(app) as c:
+        account = await register(c, engine)
+    async with bare_client(app) as someone:
+        other_guest = await new_guest(someone)
+        other_session = someone.cookies["anonid_session"]
+    async with bare_client(app) as browser:
+        await new_guest(browser)
+        page = await browser.get("/account/login")
+        login = {"csrf": _csrf(page), "email": account["email"], "password": PASSWORD}
+        # The same browser secret and token, but another session (or none) than the page's.
+        browser.cookies.set("anonid_session", other_session, domain="anonid.test")
+        r = await browser.post("/account/login", data=login)
+        assert r.status_code == 403 and "did not come from this site" in r.text
+        browser.cookies.delete("anonid_session")
+        r = await browser.post("/account/login", data=login)
+        assert r.status_code == 403
+    async with engine.connect() as conn:
+        still_there = await conn.scalar(
+            sa.text("SELECT is_anonymous FROM users WHERE id = :id"), {"id": other_guest["id"]}
+        )
+    assert still_there is True
+
+
+async def test_form_tokens_hold_across_processes_sharing_the_database(
+    app: FastAPI, app_with: AppFactory, engine: AsyncEngine
+) -> None:
+    # Each process loads the one server secret: a form served by one is accepted by another.
+    async with bare_client(app) as c:
+        account = await register(c, engine)
+    other, _ = await app_with()
+    async with bare_client(app) as first, bare_client(other) as second:
+        page = await first.get("/account/login")
+        for name, value in first.cookies.items():
+            second.cookies.set(name, value, domain="anonid.test")
+        r = await second.post(
+            "/account/login",
+            data={"csrf": _csrf(page), "email": account["email"], "password": PASSWORD},
+        )
+        assert r.status_code == 200, r.text
+
+
+def _csrf_set_cookie(page: httpx.Response) -> str:
+    found = [v for v in page.headers.get_list("set-cookie") if "_csrf=" in v]
+    assert len(found) == 1, page.headers
+    return found[0]
+
+
+async def test_the_csrf_cookie_is_a_host_cookie_when_cookies_are_secure(
+    app_with: AppFactory, engine: AsyncEngine
+) -> None:
+    _, secure = await app_with(cookie_domain="anonid.test")
+    page = await secure.get("/account/login")
+    cookie = _csrf_set_cookie(page)
+    assert cookie.startswith("__Host-anonid_session_csrf=")
+    attributes = [a.strip().lower() for a in cookie.split(";")[1:]]
+    assert "secure" in attributes and "path=/" in attributes and "httponly" in attributes
+    assert not [a for a in attributes if a.startswith("domain=")]
+    # A plain-named cookie (which a sibling subdomain could set) is not the form secret.
+    planted = secure.cookies["__Host-anonid_session_csrf"]
+    secure.cookies.clear()
+    secure.cookies.set("anonid_session_csrf", planted, domain="anonid.test")
+    r = await secure.post("/account/reset", data={"csrf": _csrf(page), "email": fresh_email()})
+    assert r.status_code == 403
+
+
+async def test_forms_work_end_to_end_with_plain_cookies_when_not_secure(
+    app_with: AppFactory, engine: AsyncEngine
+) -> None:
+    insecure_app, _ = await app_with(cookie_secure=False)
+    async with bare_client(insecure_app) as c:
+        account = await register(c, engine)
+    async with bare_client(insecure_app) as browser:
+        guest = await new_guest(browser)
+        await browser.put("/v1/me/data", json={"guest": 1})
+        page = await browser.get("/account/login")
+        cookie = _csrf_set_cookie(page)
+        assert cookie.startswith("anonid_session_csrf=") and "Path=/account" in cookie
+        assert "secure" not in cookie.lower()
+        r = await browser.post(
+            "/account/login",
+            data={"csrf": _csrf(page), "email": account["email"], "password": PASSWORD},
+        )
+        assert r.status_code == 200, r.text
+        me = (await browser.get("/v1/me")).json()
+    assert me["id"] == account["id"] and me["data"] == {"guest": 1}
+    assert guest["id"] != account["id"]
+
+
+async def test_a_hosted_form_posted_from_its_own_no_referrer_page_passes_the_guard(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    # Under Referrer-Policy: no-referrer browsers send "Origin: null" with the page's own posts.
+    async with bare_client(app) as c:
+        account = await register(c, engine)
+    async with bare_client(app) as browser:
+        page = await browser.get("/account/login")
+        r = await browser.post(
+            "/account/login",
+            data={"csrf": _csrf(page), "email": account["email"], "password": PASSWORD},
+            headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+        )
+        assert r.status_code == 200, r.text

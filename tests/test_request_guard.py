@@ -6,11 +6,16 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from app.middleware import CORS, vary_origin
-from tests.conftest import AppFactory
+from app.middleware import CORS, RequestGuard, vary_origin
+from tests.account_support import bare_client, register
+from tests.conftest import BASE_URL, AppFactory
 
 FOREIGN = "https://evil.example"
 
@@ -297,3 +302,226 @@ async def test_responses_vary_on_origin_and_carry_cors_only_for_allowed_origins(
     assert pre.headers["access-control-allow-origin"] == "https://shop.example"
     assert pre.headers["access-control-max-age"] == "600"
     assert "POST" in pre.headers["access-control-allow-methods"]
+
+
+# Finding 2: the guard reads cookies as the endpoints do.
+
+
+async def _registered_session(app: FastAPI, engine: AsyncEngine) -> str:
+    """A registered account's session token (only a registered session may log out everywhere)."""
+    async with bare_client(app) as c:
+        await register(c, engine)
+        token = c.cookies.get("anonid_session")
+    assert token
+    return token
+
+
+async def test_an_unparseable_cookie_before_the_session_does_not_skip_the_csrf_check(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    token = await _registered_session(app, engine)
+    cookie = f'prefs={{"theme":"dark"}}; anonid_session={token}'
+    async with bare_client(app) as attacker_page:
+        r = await attacker_page.post(
+            "/v1/logout-all", headers={"Cookie": cookie, "Origin": FOREIGN}
+        )
+        assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+        r = await attacker_page.post(
+            "/v1/logout-all", headers={"Cookie": cookie, "Sec-Fetch-Site": "cross-site"}
+        )
+        assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+        me = await attacker_page.get("/v1/me", headers={"Cookie": cookie})
+    assert me.status_code == 200  # the session was not ended
+
+
+async def test_a_session_cookie_in_a_second_cookie_header_does_not_skip_the_csrf_check(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    # HTTP/2 may send each cookie as a header of its own; Starlette reads them all.
+    token = await _registered_session(app, engine)
+    headers = [
+        ("cookie", "prefs=dark"),
+        ("cookie", f"anonid_session={token}"),
+        ("origin", FOREIGN),
+    ]
+    async with bare_client(app) as attacker_page:
+        r = await attacker_page.post("/v1/logout-all", headers=headers)
+        assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+        me = await attacker_page.get("/v1/me", headers={"Cookie": f"anonid_session={token}"})
+    assert me.status_code == 200
+
+
+COOKIE_HEADERS = [
+    'prefs={"theme":"dark"}; anonid_session=t1',
+    "anonid_session=t1",
+    "a=1;anonid_session=t1",
+    'anonid_session="t1"',
+    "anonid_session=",
+    'anonid_session=""',
+    "  anonid_session  =  t1  ",
+    "anonid_session=t1; anonid_session=",
+    "anonid_session=; anonid_session=t1",
+    "anonid_session_csrf=x",
+    "xanonid_session=t1",
+    "anonid_session",
+    "=anonid_session",
+    "a=\\x; anonid_session=t1",
+    "a=b=c; anonid_session=t=1",
+    "anonid_session=t1,other=2",
+    "anonid_session=\\073",
+    "\x00anonid_session=t1",
+    "a=\xff; anonid_session=t1",
+]
+
+
+@pytest.mark.parametrize("raw", COOKIE_HEADERS)
+async def test_the_guard_sees_the_session_cookie_exactly_when_the_endpoints_do(raw: str) -> None:
+    guard = RequestGuard(
+        _unreachable, cookie_name="anonid_session", allowed_origins=frozenset(), data_max=1
+    )
+    for headers in (
+        [(b"cookie", raw.encode("latin-1"))],
+        [(b"cookie", b"x=1"), (b"cookie", raw.encode("latin-1"))],
+        [(b"cookie", raw.encode("latin-1")), (b"cookie", b"anonid_session=")],
+    ):
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+        endpoint_sees = bool(Request(scope).cookies.get("anonid_session"))
+        assert guard.carries_session(scope) is endpoint_sees, headers
+
+
+async def _unreachable(scope: Scope, receive: Receive, send: Send) -> None:
+    raise AssertionError("not called")
+
+
+async def test_a_basic_authorization_header_does_not_exempt_a_request_from_csrf(
+    client: httpx.AsyncClient,
+) -> None:
+    # Browsers attach cached Basic credentials (a password-protected staging site) to every
+    # request, cross-site form posts included; only a Bearer token is the API's own credential.
+    r = await client.post(
+        "/v1/anonymous",
+        headers={
+            "Authorization": "Basic dXNlcjpwYXNz",
+            "Origin": FOREIGN,
+            "Sec-Fetch-Site": "cross-site",
+        },
+    )
+    assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+
+
+# Finding 4: a request whose success would set a session cookie is refused cross-site.
+
+
+async def _user_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(sa.text("SELECT count(*) FROM users")))
+
+
+CROSS_SITE_FORM = {
+    "Origin": FOREIGN,
+    "Sec-Fetch-Site": "cross-site",
+    "Content-Type": "application/x-www-form-urlencoded",
+}
+
+
+async def test_a_cross_site_form_cannot_replace_the_visitors_guest(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    before = await _user_count(engine)
+    async with bare_client(app) as visitor:
+        # An auto-submitted form on another site: an empty form body and no cookie (SameSite=Lax).
+        r = await visitor.post("/v1/anonymous", content=b"", headers=CROSS_SITE_FORM)
+        assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+        assert "set-cookie" not in r.headers
+    assert await _user_count(engine) == before
+
+
+SESSION_STARTING = [
+    "/v1/anonymous",
+    "/v1/login",
+    "/v1/password-setup",
+    "/v1/password-reset/confirm",
+    "/account/login",
+    "/account/setup",
+    "/account/reset",
+]
+
+
+@pytest.mark.parametrize("path", SESSION_STARTING)
+@pytest.mark.parametrize(
+    "cross_site",
+    [
+        {"Origin": FOREIGN},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Referer": FOREIGN + "/page", "Sec-Fetch-Site": "same-site"},
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+    ],
+    ids=["origin", "sec-fetch-site", "referer", "sandboxed"],
+)
+async def test_a_cross_site_request_that_would_start_a_session_is_refused(
+    app: FastAPI, engine: AsyncEngine, path: str, cross_site: dict[str, str]
+) -> None:
+    before = await _user_count(engine)
+    async with bare_client(app) as visitor:
+        r = await visitor.post(
+            path,
+            content=b"",
+            headers={**cross_site, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert r.status_code == 403 and r.json()["error"] == "csrf_rejected", r.text
+    assert "set-cookie" not in r.headers
+    assert await _user_count(engine) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Origin": BASE_URL, "Sec-Fetch-Site": "same-origin"},
+        {"Origin": BASE_URL},
+        {"Referer": BASE_URL + "/account/login"},
+        {"Sec-Fetch-Site": "none"},
+        {"Sec-Fetch-Site": "same-origin"},
+    ],
+    ids=["no-headers", "same-origin", "origin-only", "referer", "typed-url", "fetch-metadata"],
+)
+async def test_same_site_and_headerless_session_starts_still_work(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    r = await client.post("/v1/anonymous", headers=headers)
+    assert r.status_code == 201, r.text
+    assert "anonid_session=" in r.headers["set-cookie"]
+
+
+async def test_a_bearer_session_may_start_from_any_site(client: httpx.AsyncClient) -> None:
+    created = await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+    token = created.json()["access_token"]
+    r = await client.post(
+        "/v1/anonymous",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Origin": FOREIGN,
+            "Sec-Fetch-Site": "cross-site",
+        },
+    )
+    assert r.status_code == 200 and r.json()["user"]["id"] == created.json()["user"]["id"]
+
+
+async def test_the_guard_applies_its_path_rules_behind_a_root_path(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    # Served under a prefix (uvicorn --root-path), the path includes it; routing strips it.
+    before = await _user_count(engine)
+    async with bare_client(app, root_path="/auth") as visitor:
+        r = await visitor.post("/auth/v1/anonymous", headers=CROSS_SITE_FORM)
+        assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+        assert await _user_count(engine) == before
+        r = await visitor.post("/auth/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+        assert r.status_code == 201, r.text
+        token = r.json()["access_token"]
+        r = await visitor.put(
+            "/auth/v1/me/data",
+            content=b'{"a": 1}',
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "text/plain"},
+        )
+        assert r.status_code == 415 and r.json()["error"] == "unsupported_media_type"

@@ -139,6 +139,7 @@ async def cancel_conversion(
             "token_expired",
             "email_taken",
             "weak_password",
+            "csrf_rejected",
             "unsupported_media_type",
         ),
     },
@@ -239,7 +240,13 @@ async def logout_all(
     status_code=202,
     responses={
         202: {"model": AcceptedOut},
-        **responses("invalid_request", "invalid_json", "rate_limited", "unsupported_media_type"),
+        **responses(
+            "invalid_request",
+            "invalid_json",
+            "rate_limited",
+            "csrf_rejected",
+            "unsupported_media_type",
+        ),
     },
     openapi_extra=body_spec(EmailIn),
 )
@@ -265,6 +272,7 @@ async def password_reset(
             "invalid_json",
             "token_expired",
             "weak_password",
+            "csrf_rejected",
             "unsupported_media_type",
         ),
     },

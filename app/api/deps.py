@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
 from app.lifecycle.anonymous import touch
+from app.request_auth import bearer_token
 from app.services import Services
 from app.sessions import Claims, IssuedToken, needs_renewal
 
@@ -59,10 +60,10 @@ def session_token(authorization: str | None, cookie: str | None) -> tuple[str | 
     """The session token and whether it came in the cookie: ``Authorization: Bearer`` wins (a
     malformed one is ``invalid_session``), else the session cookie."""
     if authorization is not None:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        token = bearer_token(authorization)
+        if token is None:
             raise AnonidError("invalid_session")
-        return value.strip(), False
+        return token, False
     return (cookie or None), True
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 from fastapi.routing import iter_route_contexts
-from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +32,7 @@ from app.api.responses import session_body
 from app.errors import AnonidError
 from app.lifecycle import anonymous
 from app.lifecycle.users import get_session_user, user_view
+from app.request_auth import request_cookies
 from app.services import Services
 from app.sessions import Claims, IssuedToken
 
@@ -60,7 +60,7 @@ class HotRequest:
     @property
     def cookies(self) -> dict[str, str]:
         if self._cookies is None:
-            self._cookies = cookie_parser(self.header(b"cookie") or "")
+            self._cookies = request_cookies(self.scope["headers"])
         return self._cookies
 
     def peer(self) -> str | None:

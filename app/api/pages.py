@@ -1,10 +1,15 @@
 """Hosted pages (CONTRACT §5): set up, reset and log in with plain HTML forms, no JavaScript.
 
-Each form carries its own CSRF token: an HMAC of the form's name keyed by a random per-browser
-secret held in an HttpOnly, SameSite=Strict cookie, so a token for one form is useless on another
-and a page from another site can neither read nor forge it. The request guard's ``Origin`` check
-applies on top. Every page sends ``Referrer-Policy: no-referrer`` (two of them carry a token in
-the URL) and is never cached.
+Each form carries its own CSRF token: HMAC-SHA256 keyed by the server's ``csrf`` secret
+(``app.server_secrets``, shared by every process) over the form's name, a random per-browser
+secret held in an HttpOnly, SameSite=Strict cookie, and the subject of the browser's session
+("none" without one). So a token for one form is useless on another, a token made for one session
+is refused with another, and whoever can plant or read the browser secret (a sibling subdomain
+can set cookies for the site) still cannot compute a token without the server secret. With
+``ANONID_COOKIE_SECURE`` the cookie is ``__Host-`` prefixed (Secure, ``Path=/``, no ``Domain``),
+which browsers let no sibling subdomain set. The request guard refuses every cross-site post to
+these forms before they run (``app.middleware``). Every page sends
+``Referrer-Policy: no-referrer`` (two of them carry a token in the URL) and is never cached.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from sqlalchemy.engine import Row
 from starlette.responses import HTMLResponse, Response
 
 from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
-from app.api.deps import Session, lenient_session, services
+from app.api.deps import Session, lenient_session, services, session_token
+from app.api.errors import responses
 from app.errors import AnonidError
 from app.lifecycle import credentials
 from app.lifecycle.tokens import Purpose, peek_link_token
@@ -51,6 +57,7 @@ MAX_FIELD = 4096
 _CSRF_MESSAGE = "This form has expired or did not come from this site. Please try again."
 
 HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
+_GUARD_REFUSAL = responses("csrf_rejected")[403]
 
 
 def _form_body(*fields: str) -> dict[str, Any]:
@@ -79,6 +86,12 @@ def _html(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {200: {"description": description, **HTML}}
     for status, text in errors.items():
         documented[int(status)] = {"description": text, **HTML}
+    if 403 in documented:
+        # A post from another site never reaches the form: the request guard answers it in JSON.
+        documented[403] = {
+            "description": documented[403]["description"],
+            "content": {**HTML["content"], **_GUARD_REFUSAL["content"]},
+        }
     return documented
 
 
@@ -92,25 +105,52 @@ def _env() -> Environment:
 
 
 class Csrf:
-    """The per-browser secret and the per-form tokens derived from it."""
+    """The per-browser secret (its cookie) and the per-form tokens bound to it, to the session
+    and to the server's ``csrf`` secret; build it with ``await Csrf.of(request, svc)``."""
 
-    def __init__(self, request: Request, svc: Services) -> None:
-        self.cookie_name = f"{svc.cookies.name}_csrf"
+    def __init__(self, request: Request, svc: Services, subject: str) -> None:
         self.secure = svc.settings.cookie_secure
+        # __Host- needs Secure, so plain-http local use keeps the plain name (and its old path).
+        prefix = "__Host-" if self.secure else ""
+        self.cookie_name = f"{prefix}{svc.cookies.name}_csrf"
+        self._key = svc.server_secrets["csrf"]
+        self._subject = subject
         current = request.cookies.get(self.cookie_name, "")
         self.fresh = not _well_formed(current)
         self.secret = secrets.token_urlsafe(CSRF_SECRET_BYTES) if self.fresh else current
 
+    @classmethod
+    async def of(cls, request: Request, svc: Services) -> Csrf:
+        return cls(request, svc, await _session_subject(request, svc))
+
     def token(self, form: str) -> str:
-        mac = hmac.new(self.secret.encode(), f"anonid-form:{form}".encode(), hashlib.sha256)
+        # NUL never occurs in a form name, a well-formed secret or a subject: fields cannot run
+        # into each other.
+        message = "\0".join(("anonid-form", form, self.secret, self._subject)).encode()
+        mac = hmac.new(self._key, message, hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
     def valid(self, form: str, submitted: str) -> bool:
         return not self.fresh and hmac.compare_digest(self.token(form), submitted)
 
     def cookie(self) -> str:
-        attrs = "Path=/account; HttpOnly; SameSite=Strict"
-        return f"{self.cookie_name}={self.secret}; {attrs}" + ("; Secure" if self.secure else "")
+        path = "/" if self.secure else "/account"
+        attrs = f"Path={path}; HttpOnly; SameSite=Strict" + ("; Secure" if self.secure else "")
+        return f"{self.cookie_name}={self.secret}; {attrs}"
+
+
+async def _session_subject(request: Request, svc: Services) -> str:
+    """The user id of the session the form's handler will see (read as ``lenient_session`` reads
+    it, without its renewal), or ``"none"``."""
+    try:
+        token, _ = session_token(
+            request.headers.get("authorization"), request.cookies.get(svc.cookies.name)
+        )
+        if token is None:
+            return "none"
+        return str((await svc.keys.verify(token)).sub)
+    except AnonidError:
+        return "none"
 
 
 def _well_formed(value: str) -> bool:
@@ -193,7 +233,7 @@ def _login_page(
 async def login_form(
     request: Request, session: Session | None = Depends(lenient_session)
 ) -> Response:
-    return _login_page(request, Csrf(request, services(request)), session)
+    return _login_page(request, await Csrf.of(request, services(request)), session)
 
 
 @router.post(
@@ -204,7 +244,7 @@ async def login_form(
         "Logged in; the session cookie is set",
         **{
             "401": "Wrong address or password: the form again, with the reason",
-            "403": "Missing or wrong CSRF token, or a foreign origin",
+            "403": "Missing or wrong CSRF token (the form again), or a foreign origin (JSON)",
             "429": "Too many attempts",
         },
     ),
@@ -214,7 +254,7 @@ async def login_submit(
     request: Request, session: Session | None = Depends(lenient_session)
 ) -> Response:
     svc = services(request)
-    csrf = Csrf(request, svc)
+    csrf = await Csrf.of(request, svc)
     form = await _form(request)
     email = form.get("email", "")
     if not csrf.valid("login", form.get("csrf", "")):
@@ -286,7 +326,7 @@ def _password_page(
 
 async def _password_form(request: Request, purpose: Purpose, token: str) -> Response:
     svc = services(request)
-    csrf = Csrf(request, svc)
+    csrf = await Csrf.of(request, svc)
     try:
         async with svc.autocommit.connect() as conn:
             target = await peek_link_token(conn, token, purpose)
@@ -299,7 +339,7 @@ async def _password_form(request: Request, purpose: Purpose, token: str) -> Resp
 
 async def _password_submit(request: Request, purpose: Purpose) -> Response:
     svc = services(request)
-    csrf = Csrf(request, svc)
+    csrf = await Csrf.of(request, svc)
     form = await _form(request)
     token = form.get("token") or request.query_params.get("token", "")
     if not csrf.valid(purpose, form.get("csrf", "")):
@@ -352,7 +392,7 @@ async def setup_form(request: Request) -> Response:
         "The account is registered and logged in",
         **_TOKEN_PAGE_ERRORS,
         **{
-            "403": "Missing or wrong CSRF token",
+            "403": "Missing or wrong CSRF token (the form again), or a foreign origin (JSON)",
             "409": "The address belongs to another account",
             "422": "The password is not accepted: the form again, with the reason",
         },
@@ -375,7 +415,7 @@ async def reset_form(request: Request) -> Response:
     if token is not None:
         return await _password_form(request, "reset", token)
     svc = services(request)
-    csrf = Csrf(request, svc)
+    csrf = await Csrf.of(request, svc)
     return _page(
         request,
         "reset_request.html",
@@ -395,7 +435,7 @@ async def reset_form(request: Request) -> Response:
         "The link is on its way, or the password is changed and the session cookie set",
         **_TOKEN_PAGE_ERRORS,
         **{
-            "403": "Missing or wrong CSRF token",
+            "403": "Missing or wrong CSRF token (the form again), or a foreign origin (JSON)",
             "422": "The password is not accepted: the form again, with the reason",
             "429": "Too many requests",
         },
@@ -407,7 +447,7 @@ async def reset_submit(request: Request) -> Response:
     if form.get("token") or request.query_params.get("token"):
         return await _password_submit(request, "reset")
     svc = services(request)
-    csrf = Csrf(request, svc)
+    csrf = await Csrf.of(request, svc)
     email = form.get("email", "")
     context: dict[str, Any] = {"title": "Reset your password", "email": email}
     if not csrf.valid("reset_request", form.get("csrf", "")):
