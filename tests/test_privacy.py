@@ -108,7 +108,7 @@ async def test_export_after_a_conversion_reads_the_same_whether_or_not_the_addre
 ) -> None:
     async with bare_client(app) as owner_client:
         owner = await register(owner_client, engine)
-    exports = {}
+    exports, mes = {}, {}
     for name, address in [("taken", owner["email"]), ("free", fresh_email("free"))]:
         async with bare_client(app) as c:
             await new_guest_of(c)
@@ -116,8 +116,10 @@ async def test_export_after_a_conversion_reads_the_same_whether_or_not_the_addre
             assert r.status_code == 202, r.text
             r = await c.get("/v1/me/export")
             assert r.status_code == 200, r.text
-            exports[name] = (r.json(), address)
-    taken, free = (_shape(*exports[name]) for name in ("taken", "free"))
+            exports[name] = _shape(r.json(), address)
+            mes[name] = _shape((await c.get("/v1/me")).json(), address)
+    assert mes["taken"] == mes["free"]  # the same class of read: GET /v1/me
+    taken, free = exports["taken"], exports["free"]
     assert taken.keys() == free.keys()
     for key in taken:
         assert taken[key] == free[key], key
