@@ -99,7 +99,10 @@ class LocalCatcher:
     def start(self) -> LocalCatcher:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
-        self._controller = Controller(_Store(self.directory), hostname=HOST, port=self.port)
+        # SMTPUTF8 like real servers: mail to a non-ASCII local part is caught, not refused.
+        self._controller = Controller(
+            _Store(self.directory), hostname=HOST, port=self.port, enable_SMTPUTF8=True
+        )
         self._controller.start()
         return self
 

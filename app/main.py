@@ -21,6 +21,7 @@ from app.catcher import caught_mail_dir, effective_smtp_url
 from app.db import create_engine, resolve_database_url
 from app.middleware import CORS, RequestGuard
 from app.observability import RequestObserver
+from app.outbox.smtputf8 import Smtputf8Support
 from app.pgpool import create_pool
 from app.ratelimit import RateLimiter
 from app.server_secrets import load_server_secrets
@@ -91,6 +92,10 @@ def create_app(
         )
         app.state.services = services
         services.extras["limiter"] = RateLimiter(settings)
+        # Asked now, in the background: POST /v1/me/conversion waits for the answer if it must.
+        smtputf8 = Smtputf8Support(effective_smtp_url(settings))
+        smtputf8.start()
+        services.extras["smtputf8"] = smtputf8
         tasks = [asyncio.create_task(_refresh_keys(keys), name="anonid-keys")]
         if settings.run_worker:
             from app.outbox.worker import OutboxWorker
@@ -107,6 +112,7 @@ def create_app(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.extras["limiter"].close()
+            await smtputf8.close()
             await pool.close()
             await autocommit.dispose()
             await engine.dispose()

@@ -43,7 +43,8 @@ users = sa.Table(
     sa.CheckConstraint("is_anonymous OR email IS NOT NULL", name="registered_has_email"),
     sa.CheckConstraint("jsonb_typeof(data) = 'object'", name="data_is_object"),
 )
-sa.Index("uq_users_email_lower", sa.func.lower(users.c.email), unique=True)
+# Addresses are stored in their one normal form (app.lifecycle.addresses), compared with "=".
+sa.Index("uq_users_email", users.c.email, unique=True)
 sa.Index(
     "ix_users_anonymous_updated_at",
     users.c.updated_at,

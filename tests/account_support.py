@@ -11,6 +11,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.lifecycle.addresses import email_key
 from tests.conftest import BASE_URL
 
 PASSWORD = "correct horse battery staple"
@@ -32,14 +33,15 @@ async def new_guest(client: httpx.AsyncClient) -> dict[str, Any]:
 async def outbox_emails(
     engine: AsyncEngine, to: str, kind: str | None = None
 ) -> list[dict[str, Any]]:
-    """Queued emails to an address (oldest first), as the worker would send them."""
+    """Queued emails to an address, in any spelling (oldest first), as the worker would send
+    them: outbox rows are addressed to the normal form."""
     async with engine.connect() as conn:
         rows = await conn.execute(
             sa.text(
-                "SELECT payload FROM outbox WHERE kind = 'email' AND lower(payload->>'to') = lower(:to)"
+                "SELECT payload FROM outbox WHERE kind = 'email' AND payload->>'to' = :to"
                 " AND (CAST(:kind AS text) IS NULL OR payload->>'email_kind' = :kind) ORDER BY id"
             ),
-            {"to": to, "kind": kind},
+            {"to": email_key(to), "kind": kind},
         )
         return [r.payload for r in rows]
 

@@ -109,10 +109,12 @@ async def add_link(engine: AsyncEngine, user_id: str, *, purpose: str = "setup")
     return token
 
 
-async def add_email(engine: AsyncEngine, user_id: str, secret_in_body: str) -> int:
+async def add_email(
+    engine: AsyncEngine, user_id: str, secret_in_body: str, *, kind: str = "conversion_setup"
+) -> int:
     """A queued email for the user whose bodies carry ``secret_in_body`` (like a link token)."""
     payload: dict[str, Any] = {
-        "email_kind": "conversion_setup",
+        "email_kind": kind,
         "to": "someone@example.test",
         "from": "anonid <no-reply@localhost>",
         "subject": "Finish setting up your account",

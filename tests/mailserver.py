@@ -6,7 +6,7 @@
     link = links_in(msg)[0]
     server.stop(); ...; server.start()   # down and up again on the same port
 
-Optional TLS (``tls="starttls"`` or ``tls="smtps"`` with an ``ssl.SSLContext``) and AUTH
+``smtputf8=True`` makes it offer SMTPUTF8 (mail to non-ASCII local parts). Optional TLS (``tls="starttls"`` or ``tls="smtps"`` with an ``ssl.SSLContext``) and AUTH
 (``credentials=("user", "pass")``, then required) cover the ``smtp+starttls://`` and ``smtps://``
 URL schemes.
 """
@@ -65,6 +65,7 @@ class MailServer:
         tls: Literal["starttls", "smtps"] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         credentials: tuple[str, str] | None = None,
+        smtputf8: bool = False,
         autostart: bool = True,
     ) -> None:
         assert (tls is None) == (ssl_context is None), "tls and ssl_context go together"
@@ -73,6 +74,7 @@ class MailServer:
         self.tls = tls
         self.ssl_context = ssl_context
         self.credentials = credentials
+        self.smtputf8 = smtputf8
         self.messages: list[EmailMessage] = []
         self.envelopes: list[dict[str, Any]] = []
         self._controller: Controller | None = None
@@ -103,7 +105,7 @@ class MailServer:
         """Listen (again) on ``self.port``."""
         if self._controller is not None:
             return
-        server_kwargs: dict[str, Any] = {}
+        server_kwargs: dict[str, Any] = {"enable_SMTPUTF8": self.smtputf8}
         controller_kwargs: dict[str, Any] = {}
         if self.tls == "starttls":
             server_kwargs.update(tls_context=self.ssl_context, require_starttls=True)

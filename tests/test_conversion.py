@@ -47,9 +47,10 @@ async def test_conversion_keeps_id_and_data_and_retires_the_guest_session(
     guest = await new_guest(client)
     guest_cookie = client.cookies["anonid_session"]
     await client.put("/v1/me/data", json={"cart": [1, 2], "theme": "dark"})
-    email = fresh_email("Convert")
+    typed = fresh_email("Convert")
+    email = typed.lower()  # every address is kept in its one normal form (lower case)
 
-    r = await request_conversion(client, email)
+    r = await request_conversion(client, typed)
     assert r.status_code == 202
     assert r.json() == {"state": "pending", "pending_email": email}
     me = (await client.get("/v1/me")).json()
@@ -174,11 +175,13 @@ async def test_taken_and_free_addresses_get_identical_answers_and_the_owner_is_t
     async with bare_client(app) as taken_client, bare_client(app) as free_client:
         taken_guest = await new_guest(taken_client)
         await new_guest(free_client)
-        # Same address modulo case, so the owner's unique (case-insensitive) email is the match.
+        # Same address modulo case, so the owner's unique (case-insensitive) email is the match;
+        # both answers show the address in its normal form (lower case).
         taken_address = owner["email"].upper().replace("@EXAMPLE.ORG", "@example.org")
         r_taken = await request_conversion(taken_client, taken_address)
         r_free = await request_conversion(free_client, free)
         assert r_taken.status_code == r_free.status_code == 202
+        taken_address = owner["email"]
         assert r_taken.json() == {"state": "pending", "pending_email": taken_address}
         assert r_free.json() == {"state": "pending", "pending_email": free}
         assert r_taken.headers.get("cache-control") == r_free.headers.get("cache-control")

@@ -13,8 +13,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from app.db import ALEMBIC_INI, create_engine, migration_head
+from app.lifecycle.addresses import email_key
 from app.models import metadata
 
 
@@ -123,23 +125,134 @@ async def test_check_constraint_keeps_anonymous_rows_free_of_credentials(engine)
         await conn.rollback()
 
 
-async def test_verified_email_is_unique_case_insensitively(engine) -> None:
-    email = f"Case{secrets.token_hex(3)}@Example.com"
+async def test_verified_email_is_unique_in_its_normal_form(engine) -> None:
+    # Case-insensitive uniqueness is the app's normal form (tests/test_addresses.py) plus a
+    # unique index on the stored form, compared with "=": PostgreSQL never case-maps.
+    email = email_key(f"Case{secrets.token_hex(3)}@Example.com")
+    insert = sa.text(
+        "INSERT INTO users (id, is_anonymous, email, password_hash, data) "
+        "VALUES (:id, false, :e, 'h', '{}')"
+    )
     async with engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO users (id, is_anonymous, email, password_hash, data) "
-                "VALUES (:id, false, :e, 'h', '{}')"
-            ),
-            {"id": uuid.uuid4(), "e": email},
-        )
+        await conn.execute(insert, {"id": uuid.uuid4(), "e": email})
     async with engine.connect() as conn:
-        with pytest.raises(sa.exc.IntegrityError):
+        with pytest.raises(sa.exc.IntegrityError, match="uq_users_email"):
+            await conn.execute(insert, {"id": uuid.uuid4(), "e": email})
+        await conn.rollback()
+
+
+def _before_0005() -> str:
+    revision = ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_revision("0005")
+    assert revision is not None and isinstance(revision.down_revision, str)
+    return revision.down_revision
+
+
+_REGISTERED = sa.text(
+    "INSERT INTO users (id, is_anonymous, email, password_hash, data, created_at) "
+    "VALUES (:id, false, :e, 'h', '{\"kept\": true}', now() - make_interval(secs => :age))"
+)
+
+
+async def _indexes(conn: sa.ext.asyncio.AsyncConnection) -> set[str]:
+    rows = await conn.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'users'"))
+    return {r.indexname for r in rows}
+
+
+async def test_migration_0005_normalises_the_addresses_of_a_populated_database(
+    scratch_url: str,
+) -> None:
+    await asyncio.to_thread(_alembic, scratch_url, "upgrade", _before_0005())
+    engine = create_engine(scratch_url, pool_size=1)
+    typed = {
+        "Alice@Example.COM": "alice@example.com",
+        "Jose\u0301@B\u00fccher.Example": "jos\u00e9@xn--bcher-kva.example",
+        "al\u0130ce@example.net": "ali\u0307ce@example.net",
+    }
+    ids = {email: uuid.uuid4() for email in typed}
+    guest = uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            for age, (email, user_id) in enumerate(ids.items()):
+                await conn.execute(_REGISTERED, {"id": user_id, "e": email, "age": age})
             await conn.execute(
                 sa.text(
-                    "INSERT INTO users (id, is_anonymous, email, password_hash, data) "
-                    "VALUES (:id, false, :e, 'h', '{}')"
+                    "INSERT INTO users (id, username, is_anonymous, pending_email, pending_until)"
+                    " VALUES (:id, 'guest-mig', true, 'Later@B\u00dcCHER.example',"
+                    " now() + interval '1 day')"
                 ),
-                {"id": uuid.uuid4(), "e": email.lower()},
+                {"id": guest},
             )
-        await conn.rollback()
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO link_tokens (token_hash, user_id, purpose, email, expires_at)"
+                    " VALUES ('\\x01', :id, 'setup', 'Later@B\u00dcCHER.example',"
+                    " now() + interval '1 day')"
+                ),
+                {"id": guest},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO outbox (kind, user_id, payload) VALUES ('email', :id,"
+                    ' \'{"to": "Later@B\u00dcCHER.example", "email_kind": "x"}\')'
+                ),
+                {"id": guest},
+            )
+
+        await asyncio.to_thread(_alembic, scratch_url, "upgrade", "head")
+
+        later = "later@xn--bcher-kva.example"
+        async with engine.connect() as conn:
+            for email, user_id in ids.items():
+                row = (
+                    await conn.execute(
+                        sa.text("SELECT email, data FROM users WHERE id = :id"), {"id": user_id}
+                    )
+                ).one()
+                assert (row.email, row.data) == (typed[email], {"kept": True}), email
+            pending = await conn.scalar(
+                sa.text("SELECT pending_email FROM users WHERE id = :id"), {"id": guest}
+            )
+            link = await conn.scalar(sa.text("SELECT email FROM link_tokens"))
+            to = await conn.scalar(sa.text("SELECT payload ->> 'to' FROM outbox"))
+            assert pending == link == to == later
+            indexes = await _indexes(conn)
+            assert "uq_users_email" in indexes and "uq_users_email_lower" not in indexes
+
+        await engine.dispose()
+        await asyncio.to_thread(_alembic, scratch_url, "downgrade", _before_0005())
+        async with engine.connect() as conn:
+            assert await conn.scalar(sa.text("SELECT count(*) FROM users")) == 4
+            indexes = await _indexes(conn)
+            assert "uq_users_email_lower" in indexes and "uq_users_email" not in indexes
+    finally:
+        await engine.dispose()
+
+
+async def test_migration_0005_refuses_addresses_that_collide_once_normalised(
+    scratch_url: str,
+) -> None:
+    await asyncio.to_thread(_alembic, scratch_url, "upgrade", _before_0005())
+    engine = create_engine(scratch_url, pool_size=1)
+    # NFC and NFD spellings of one address: two rows under lower(email), one normal form.
+    older, newer = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(_REGISTERED, {"id": older, "e": "\u00e9@x.example", "age": 10})
+            await conn.execute(_REGISTERED, {"id": newer, "e": "E\u0301@x.example", "age": 0})
+        with pytest.raises(RuntimeError, match="refused") as refused:
+            await asyncio.to_thread(_alembic, scratch_url, "upgrade", "head")
+        assert f"{older} and {newer}" in str(refused.value)
+        async with engine.connect() as conn:
+            revision = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+            emails = set(await conn.scalars(sa.text("SELECT email FROM users")))
+            assert "uq_users_email_lower" in await _indexes(conn)
+        assert revision == _before_0005()
+        assert emails == {"\u00e9@x.example", "E\u0301@x.example"}  # nothing changed
+
+        # Once an operator has resolved the pair, the migration runs.
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DELETE FROM users WHERE id = :id"), {"id": newer})
+        await engine.dispose()
+        await asyncio.to_thread(_alembic, scratch_url, "upgrade", "head")
+    finally:
+        await engine.dispose()

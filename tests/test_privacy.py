@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.account_support import bare_client, fresh_email, register
+from tests.account_support import new_guest as new_guest_of
 from tests.conftest import AppFactory
 from tests.lifecycle_support import add_email, add_link, insert_registered, new_guest
 from tests.tokens import claims_for, sign
@@ -48,8 +52,11 @@ async def test_export_contains_the_data_and_events_and_no_secrets(
         "/v1/me/data", json={"favourites": ["tea"], "theme": "dark"}, headers=bearer(token)
     )
     assert r.status_code == 200
-    link_token = await add_link(engine, user)
-    await add_email(engine, user, link_token)
+    link_token = await add_link(engine, user, purpose="reset")
+    await add_email(engine, user, link_token, kind="password_reset")
+    # A conversion's setup link and email are never listed (see the test below).
+    setup_token = await add_link(engine, user)
+    await add_email(engine, user, setup_token)
     async with engine.begin() as conn:
         await conn.execute(
             sa.text(
@@ -69,16 +76,56 @@ async def test_export_contains_the_data_and_events_and_no_secrets(
     assert export["user"]["data"] == {"favourites": ["tea"], "theme": "dark"}
     assert export["user"]["has_password"] is False
     assert [e["type"] for e in export["events"]] == ["user.anonymous_created"]
-    assert len(export["links"]) == 1 and export["links"][0]["purpose"] == "setup"
-    assert export["emails"][0]["email_kind"] == "conversion_setup"
+    assert [link["purpose"] for link in export["links"]] == ["reset"]
+    assert [mail["email_kind"] for mail in export["emails"]] == ["password_reset"]
     assert export["emails"][0]["subject"]
     # Nothing that could be replayed: no token, no hash of one, no email body.
     text = r.text
-    assert link_token not in text
-    assert hashlib.sha256(link_token.encode()).hexdigest() not in text
+    for secret in (link_token, setup_token):
+        assert secret not in text
+        assert hashlib.sha256(secret.encode()).hexdigest() not in text
     assert "token_hash" not in text and "password_hash" not in text
-    assert "account/setup?token" not in text
+    assert "account/setup?token" not in text and "account/reset?token" not in text
     assert token not in text
+
+
+# Values that differ between any two exports whatever the addresses: ids, times, usernames.
+_VOLATILE = {"id", "username", "created_at", "updated_at", "expires_at", "exported_at"}
+_VOLATILE |= {"pending_until", "sent_at", "last_used_at"}
+
+
+def _shape(value: Any, address: str) -> Any:
+    """The export with volatile values and the requested address blanked out."""
+    if isinstance(value, dict):
+        return {k: "*" if k in _VOLATILE else _shape(v, address) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v, address) for v in value]
+    return "<address>" if value == address else value
+
+
+async def test_export_after_a_conversion_reads_the_same_whether_or_not_the_address_is_taken(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    async with bare_client(app) as owner_client:
+        owner = await register(owner_client, engine)
+    exports, mes = {}, {}
+    for name, address in [("taken", owner["email"]), ("free", fresh_email("free"))]:
+        async with bare_client(app) as c:
+            await new_guest_of(c)
+            r = await c.post("/v1/me/conversion", json={"email": address})
+            assert r.status_code == 202, r.text
+            r = await c.get("/v1/me/export")
+            assert r.status_code == 200, r.text
+            exports[name] = _shape(r.json(), address)
+            mes[name] = _shape((await c.get("/v1/me")).json(), address)
+    assert mes["taken"] == mes["free"]  # the same class of read: GET /v1/me
+    taken, free = exports["taken"], exports["free"]
+    assert taken.keys() == free.keys()
+    for key in taken:
+        assert taken[key] == free[key], key
+    assert taken["links"] == [] and taken["emails"] == []
+    assert taken["pending_conversion"] == {"email": "<address>", "expires_at": "*"}
+    assert taken["user"]["pending_email"] == "<address>"
 
 
 async def test_export_of_a_registered_user_has_no_password_hash(

@@ -27,8 +27,14 @@ from app.api.deps import (
 from app.api.errors import responses
 from app.api.responses import empty_response, json_response, private_response, session_response
 from app.api.schemas import SessionOut
+from app.errors import AnonidError
 from app.lifecycle import conversion, credentials
-from app.lifecycle.addresses import parse_email
+from app.lifecycle.addresses import (
+    SMTPUTF8_UNAVAILABLE,
+    SMTPUTF8_UNKNOWN,
+    needs_smtputf8,
+    parse_email,
+)
 
 router = APIRouter(prefix="/v1")
 
@@ -72,6 +78,22 @@ RESET_ACCEPTED = {
 }
 
 
+async def conversion_address(
+    request: Request, body: EmailIn = Depends(json_body(EmailIn, "invalid_email"))
+) -> str:
+    """The requested address in its normal form; ``invalid_email`` (422) when it is none, or when
+    mail to it could never be delivered (a non-ASCII local part without SMTPUTF8)."""
+    email = parse_email(body.email)
+    if needs_smtputf8(email):
+        support = services(request).extras.get("smtputf8")
+        if support is None or not await support.offers():
+            known_no = support is not None and support.offered is False
+            raise AnonidError(
+                "invalid_email", SMTPUTF8_UNAVAILABLE if known_no else SMTPUTF8_UNKNOWN
+            )
+    return email
+
+
 @router.post(
     "/me/conversion",
     summary="Ask to keep this guest account: a password-setup link goes to the address",
@@ -97,12 +119,13 @@ RESET_ACCEPTED = {
 )
 async def request_conversion(
     request: Request,
-    conn: AsyncConnection = Transaction,
     session: Session = Depends(require_session),
-    body: EmailIn = Depends(json_body(EmailIn, "invalid_email")),
+    # Before the transaction: the SMTPUTF8 question may wait for the mail server, never while
+    # holding a pooled connection.
+    email: str = Depends(conversion_address),
+    conn: AsyncConnection = Transaction,
 ) -> Response:
     svc = services(request)
-    email = parse_email(body.email)
     await limit_credentials(request, svc, email)
     row = await conversion.request_conversion(
         conn, svc.settings, session.claims.sub, session.claims.sv, email

@@ -24,6 +24,7 @@ from app.api.errors import responses
 from app.api.responses import empty_response, json_response
 from app.api.schemas import User
 from app.errors import AnonidError
+from app.lifecycle.addresses import email_key
 from app.lifecycle.cull import MAX_OLDER_THAN_DAYS, MIN_OLDER_THAN_DAYS, run_cull
 from app.lifecycle.privacy import erase_user
 from app.lifecycle.stats import collect_stats
@@ -123,7 +124,7 @@ def _list_statement(state: str | None, inactive: bool, email: bool, after: bool)
     if inactive:
         where.append("updated_at < now() - make_interval(days => :inactive_days)")
     if email:
-        where.append("lower(email) = lower(:email)")
+        where.append("email = :email")
     if after:
         where.append("id > :after")
     clause = " AND ".join(where) or "true"
@@ -151,7 +152,7 @@ async def list_users(
     if inactive_days is not None:
         params["inactive_days"] = inactive_days
     if email is not None:
-        params["email"] = email
+        params["email"] = email_key(email)  # the stored normal form: exact, case-insensitive
     if after is not None:
         params["after"] = after
     statement = _list_statement(state, inactive_days is not None, email is not None, bool(after))

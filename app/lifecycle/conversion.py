@@ -23,6 +23,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
+from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
 from app.lifecycle.events import record_event
 from app.lifecycle.tokens import (
     consume_link_token,
@@ -82,9 +83,7 @@ RETURNING {_QUALIFIED}
 """
 )
 
-_OWNER = sa.text(
-    "SELECT id, email FROM users WHERE lower(email) = lower(:email) AND NOT is_anonymous"
-)
+_OWNER = sa.text("SELECT id, email FROM users WHERE email = :email AND NOT is_anonymous")
 _STATE = sa.text("SELECT is_anonymous, session_version FROM users WHERE id = :id")
 
 
@@ -163,7 +162,7 @@ async def redeem_setup_link(
     try:
         row = (await conn.execute(_PROMOTE, params)).first()
     except sqlalchemy.exc.IntegrityError as exc:
-        if "uq_users_email_lower" in str(exc.orig):
+        if EMAIL_UNIQUE_INDEX in str(exc.orig):
             raise AnonidError("email_taken") from None
         raise
     if row is None:  # already registered by another way; the link is spent either way

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
+from app.lifecycle.addresses import email_key
 from app.lifecycle.events import record_event
 from app.lifecycle.passwords import (
     burn_verify,
@@ -35,8 +36,7 @@ from app.outbox.enqueue import enqueue_email
 from app.settings import Settings
 
 _ACCOUNT_BY_EMAIL = sa.text(
-    f"SELECT {USER_COLUMNS}, password_hash FROM users"
-    " WHERE lower(email) = lower(:email) AND NOT is_anonymous"
+    f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = :email AND NOT is_anonymous"
 )
 _ACCOUNT_BY_ID = sa.text(f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE id = :id")
 
@@ -67,7 +67,7 @@ _RESET = sa.text(
     f"""
 UPDATE users
 SET password_hash = :new, session_version = session_version + 1, updated_at = now()
-WHERE id = :id AND NOT is_anonymous AND lower(email) = lower(:email)
+WHERE id = :id AND NOT is_anonymous AND email = :email
 RETURNING {USER_COLUMNS}
 """
 )
@@ -114,10 +114,12 @@ async def confirm_login(conn: AsyncConnection, account: Row[Any], rehash: str | 
 
 
 async def _account_by_email(conn: AsyncConnection, email: str) -> Row[Any] | None:
+    # Stored addresses are normal forms and compared with "=": the same key as the rate limit's.
+    key = email_key(email)
     # PostgreSQL text cannot hold NUL, so no stored address has one (and the driver refuses it).
-    if "\x00" in email:
+    if "\x00" in key:
         return None
-    return (await conn.execute(_ACCOUNT_BY_EMAIL, {"email": email.strip()})).first()
+    return (await conn.execute(_ACCOUNT_BY_EMAIL, {"email": key})).first()
 
 
 async def _registered(conn: AsyncConnection, user_id: UUID, session_version: int) -> Row[Any]:

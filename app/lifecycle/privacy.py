@@ -8,6 +8,12 @@ only its webhook deliveries (``outbox`` rows with ``user_id`` NULL) carry ``{"id
 integrating app needs the id to erase its own copy. Link tokens and every email of the account go
 with the row (``ON DELETE CASCADE``). After an erase no row in ``users``, ``link_tokens``,
 ``outbox.user_id`` or ``events`` refers to the account.
+
+Conversion requests are exported as ``pending_email`` and its expiry (and the
+``user.conversion_started`` events) only. Whether a request made a setup link and a
+``conversion_setup`` email depends on whether the address already had an account, so listing
+them would answer the question ``POST /v1/me/conversion`` refuses to answer (CONTRACT §5): setup
+links and conversion emails are left out of every export, pending or past.
 """
 
 from __future__ import annotations
@@ -35,18 +41,21 @@ _EVENTS = sa.text(
     f"SELECT id, type, payload, created_at FROM events WHERE {_MINE} ORDER BY created_at, id"
 )
 
-# Metadata only: never token_hash.
+# Metadata only: never token_hash. Never setup links (see the module docstring).
 _LINKS = sa.text(
     "SELECT purpose, email, created_at, expires_at, used_at FROM link_tokens "
-    "WHERE user_id = :id ORDER BY created_at"
+    "WHERE user_id = :id AND purpose <> 'setup' ORDER BY created_at"
 )
 
-# Metadata only: never the bodies, which carry link tokens.
+# Metadata only: never the bodies, which carry link tokens. Never conversion emails (see the
+# module docstring).
 _EMAILS = sa.text(
     """
 SELECT id, payload ->> 'email_kind' AS email_kind, payload ->> 'to' AS "to",
     payload ->> 'subject' AS subject, attempts, created_at, sent_at, failed_at
-FROM outbox WHERE user_id = :id AND kind = 'email' ORDER BY id
+FROM outbox WHERE user_id = :id AND kind = 'email'
+    AND payload ->> 'email_kind' <> 'conversion_setup'
+ORDER BY id
 """
 )
 

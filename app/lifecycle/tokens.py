@@ -50,7 +50,7 @@ _END_FOR_USER = sa.text(
 UPDATE link_tokens SET used_at = now()
 WHERE user_id = :user_id AND used_at IS NULL
   AND (CAST(:purpose AS text) IS NULL OR purpose = :purpose)
-  AND (CAST(:keep_email AS text) IS NULL OR lower(email) <> lower(:keep_email))
+  AND (CAST(:keep_email AS text) IS NULL OR email <> :keep_email)
 """
 )
 

@@ -4,6 +4,10 @@
 user:pass@host:port`` (upgraded with STARTTLS before AUTH) and ``smtps://user:pass@host:port``
 (TLS from the first byte). Certificates are verified against the system trust store unless the
 caller passes its own ``ssl.SSLContext`` (a private CA).
+
+An address with a non-ASCII local part (domains are ASCII A-labels once normalised) is sent with
+SMTPUTF8 and UTF-8 headers; a server that does not offer it refuses such an email, which is why
+``POST /v1/me/conversion`` refuses those addresses unless ``offers_smtputf8`` said yes.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 
 HEADER_POLICY = email_policy.SMTP.clone(max_line_length=998)
+UTF8_HEADER_POLICY = email_policy.SMTPUTF8.clone(max_line_length=998)
 DEFAULT_PORTS = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
 SEND_TIMEOUT = 30.0
+PROBE_TIMEOUT = 3.0
 
 _local_hostname: str | None = None
 
@@ -84,10 +90,11 @@ def build_message(payload: dict[str, Any]) -> EmailMessage:
     return msg
 
 
-def message_bytes(payload: dict[str, Any]) -> bytes:
-    """The email of an outbox payload as sent: what ``build_message`` makes, CRLF lines."""
+def message_bytes(payload: dict[str, Any], *, utf8: bool = False) -> bytes:
+    """The email of an outbox payload as sent: what ``build_message`` makes, CRLF lines; with
+    ``utf8`` (an SMTPUTF8 transaction) addresses in headers stay UTF-8, as RFC 6532 wants."""
     # Flattened here because aiosmtplib would re-fold headers with its own policy.
-    return build_message(payload).as_bytes(policy=HEADER_POLICY)
+    return build_message(payload).as_bytes(policy=UTF8_HEADER_POLICY if utf8 else HEADER_POLICY)
 
 
 class _Client(aiosmtplib.SMTP):
@@ -132,7 +139,7 @@ class SmtpSender:
         self.keep = keep
         self._idle: list[tuple[_Client, float]] = []  # most recently used last
 
-    async def _connect(self) -> _Client:
+    async def _connect(self, io_timeout: float = SEND_TIMEOUT) -> _Client:
         target = self.target
         client = _Client(
             hostname=target.host,
@@ -143,7 +150,7 @@ class SmtpSender:
             # Plain smtp:// stays plain: no opportunistic upgrade a misconfigured server could fail.
             start_tls=target.scheme == "smtp+starttls",
             tls_context=self.ssl_context,
-            timeout=SEND_TIMEOUT,
+            timeout=io_timeout,
             local_hostname=await local_hostname(),
         )
         try:
@@ -164,12 +171,15 @@ class SmtpSender:
 
     async def send(self, payload: dict[str, Any]) -> None:
         """Hand one email to the SMTP server; raises on any refusal, TLS or network failure."""
-        message = message_bytes(payload)
         sender, recipients = parseaddr(payload["from"])[1], [parseaddr(payload["to"])[1]]
+        utf8 = not (sender + recipients[0]).isascii()
+        message = message_bytes(payload, utf8=utf8)
+        # aiosmtplib refuses (SMTPNotSupported) when the server does not offer SMTPUTF8.
+        options = ["SMTPUTF8"] if utf8 else []
         client = self._reusable()
         if client is not None:
             try:
-                await client.sendmail(sender, recipients, message)
+                await client.sendmail(sender, recipients, message, mail_options=options)
             except asyncio.CancelledError:
                 client.close()
                 raise
@@ -181,7 +191,7 @@ class SmtpSender:
         if client is None:
             client = await self._connect()
             try:
-                await client.sendmail(sender, recipients, message)
+                await client.sendmail(sender, recipients, message, mail_options=options)
             except BaseException:
                 # Drop the connection at once. A polite QUIT could wait up to SEND_TIMEOUT, which
                 # held a cancelled worker, and so a SIGTERM, for 30 s.
@@ -212,3 +222,21 @@ async def send_email(
 ) -> None:
     """Hand one email to the SMTP server on a connection of its own (see ``SmtpSender``)."""
     await SmtpSender(target, ssl_context=ssl_context).send(payload)
+
+
+async def offers_smtputf8(
+    target: SmtpTarget,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    within: float = PROBE_TIMEOUT,
+) -> bool:
+    """Whether the server offers SMTPUTF8 to this service: its EHLO answer after TLS and AUTH,
+    as ``SmtpSender`` would see it. Raises when it cannot be asked ``within`` seconds."""
+    async with asyncio.timeout(within):
+        client = await SmtpSender(target, ssl_context=ssl_context)._connect(within)
+        try:
+            if client.last_ehlo_response is None:  # plain smtp:// connects without EHLO
+                await client.ehlo()
+            return client.supports_extension("smtputf8")
+        finally:
+            await _goodbye(client)
