@@ -1,4 +1,5 @@
-"""Rate limits with the ``limits`` package: per client IP, and per email address for credentials.
+"""Rate limits with the ``limits`` package: per client IP, per email address for credentials,
+and per session for profile data writes.
 
 The storage is ``ANONID_RATE_LIMIT_STORAGE``: ``memory://`` for one process (``LocalCounters``,
 whose cost per hit does not grow with the number of clients), ``redis://…`` shared by every
@@ -14,6 +15,7 @@ import logging
 import math
 import time
 from typing import Any, cast
+from uuid import UUID
 
 from fastapi import Request
 from limits import RateLimitItem, parse_many
@@ -85,6 +87,7 @@ class RateLimiter:
         self.proxies = settings.proxies
         self.anonymous_limits = parse_many(settings.anonymous_rate_limit)
         self.login_limits = parse_many(settings.login_rate_limit)
+        self.data_limits = parse_many(settings.data_rate_limit)
         uri = settings.rate_limit_storage
         self.storage: Storage
         if uri.startswith("redis://"):
@@ -119,6 +122,14 @@ class RateLimiter:
             keys.append(("credentials", "email", email_key(email)))
         for key in keys:
             await self._hit(self.login_limits, key)
+
+    async def hit_data(self, user_id: UUID) -> None:
+        """One profile data write (``PATCH`` or ``PUT /v1/me/data``) for this session.
+
+        Keyed by the session's user id: a session has no id of its own until sessions become a
+        table (a later issue), and every session of a user then shares this limit.
+        """
+        await self._hit(self.data_limits, ("data", "session", str(user_id)))
 
     async def _hit(self, items: list[RateLimitItem], key: tuple[str, ...]) -> None:
         for item in items:

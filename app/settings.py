@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     rate_limit_storage: str = "memory://"
     anonymous_rate_limit: str = "60/minute"
     login_rate_limit: str = "10/minute"
+    data_rate_limit: str = "600/minute"
     trusted_proxies: str | None = None
     dev_mail_public: bool = False
     webhook_urls: str | None = None
@@ -106,7 +107,7 @@ class Settings(BaseSettings):
             raise ValueError("must be memory:// or redis://host:port/db")
         return v
 
-    @field_validator("anonymous_rate_limit", "login_rate_limit")
+    @field_validator("anonymous_rate_limit", "login_rate_limit", "data_rate_limit")
     @classmethod
     def _rate(cls, v: str) -> str:
         try:

@@ -106,6 +106,7 @@ class Bench:
             # One client IP sends everything here; the limiter still runs on every request.
             "ANONID_ANONYMOUS_RATE_LIMIT": "100000/second",
             "ANONID_LOGIN_RATE_LIMIT": "100000/second",
+            "ANONID_DATA_RATE_LIMIT": "100000/second",
             # The runner culls when it measures the cull, not the scheduler.
             "ANONID_CULL_INTERVAL_MINUTES": "0",
             "ANONID_SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}",

@@ -87,6 +87,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # Many tests share one client address; rate-limit tests set their own limits.
         "anonymous_rate_limit": "100000/minute",
         "login_rate_limit": "100000/minute",
+        "data_rate_limit": "100000/minute",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -78,6 +78,7 @@ def base_env(database_url: str, smtp_url: str, port: int, **extra: str) -> dict[
         "ANONID_CULL_INTERVAL_MINUTES": "0",
         "ANONID_ANONYMOUS_RATE_LIMIT": "1000000/minute",
         "ANONID_LOGIN_RATE_LIMIT": "1000000/minute",
+        "ANONID_DATA_RATE_LIMIT": "1000000/minute",
         "ANONID_LOG_FORMAT": "json",
     }
     values.update(extra)

@@ -156,3 +156,57 @@ async def test_login_from_a_foreign_origin_is_refused(
         headers={"Origin": "https://evil.example"},
     )
     assert r.status_code == 403 and r.json()["error"] == "csrf_rejected"
+
+
+async def test_four_logins_cannot_grow_an_account_past_the_data_limit(
+    app_with: AppFactory, engine: AsyncEngine
+) -> None:
+    """Security finding 1: each guest was within ``ANONID_DATA_MAX_BYTES``, but merging four of
+    them grew one account to 240 kB, after which every PATCH on it was 413. A merge whose result
+    would exceed the limit does not happen: the login succeeds and the guest is left alone."""
+    limit = 1024
+    application, _ = await app_with(data_max_bytes=limit)
+    async with bare_client(application) as c:
+        account = await register(c, engine, data={"a": "x" * 300})
+    merged, refused = [], []
+    for n in range(4):
+        async with bare_client(application) as device:
+            guest = await new_guest(device)
+            guest_data = {f"g{n}": "y" * 300, "a": "guest's"}
+            assert (await device.put("/v1/me/data", json=guest_data)).status_code == 200
+            guest_cookie = device.cookies["anonid_session"]
+            r = await _login(device, account["email"])
+            assert r.status_code == 200, r.text
+            assert r.json()["user"]["id"] == account["id"]
+            size = await _stored_size(engine, account["id"])
+            assert size <= limit
+            if "merged_from" in r.json():
+                merged.append(guest["id"])
+                assert not await _exists(engine, guest["id"])
+                continue
+            refused.append(guest["id"])
+            # Left alone: the row, its data and its session are as they were.
+            again = await device.get("/v1/me", headers={"Cookie": f"anonid_session={guest_cookie}"})
+            assert again.status_code == 200, again.text
+            assert again.json()["id"] == guest["id"] and again.json()["data"] == guest_data
+    assert len(merged) == 2 and len(refused) == 2  # 300 + 2 x 300 bytes fit, a third does not
+    async with engine.connect() as conn:
+        sources = set(
+            await conn.scalars(
+                sa.text(
+                    "SELECT payload ->> 'from' FROM events "
+                    "WHERE type = 'user.merged' AND user_id = :id"
+                ),
+                {"id": account["id"]},
+            )
+        )
+    assert sources == set(merged)
+
+
+async def _stored_size(engine: AsyncEngine, user_id: str) -> int:
+    async with engine.connect() as conn:
+        size = await conn.scalar(
+            sa.text("SELECT octet_length(data::text) FROM users WHERE id = :id"), {"id": user_id}
+        )
+    assert size is not None
+    return int(size)

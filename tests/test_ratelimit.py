@@ -217,3 +217,24 @@ async def test_limits_are_shared_by_processes_using_redis(
             _assert_limited(await _login(here, email, headers=headers))
     finally:
         served.stop()
+
+
+async def test_profile_data_writes_beyond_the_rate_limit_answer_429(app_with: AppFactory) -> None:
+    """Security finding 1: nothing limited PATCH /v1/me/data, so one guest could send the
+    expensive patches as fast as the pool took them. PATCH and PUT share one limit per session."""
+    application, _ = await app_with(data_rate_limit="3/minute")
+    ip = _random_ip()  # one client address: the limit is the session's, not the address's
+    async with _client_at(application, ip) as c, _client_at(application, ip) as other:
+        await new_guest(c)
+        await new_guest(other)
+        assert (await c.patch("/v1/me/data", json={"a": 1})).status_code == 200
+        assert (await c.put("/v1/me/data", json={"b": 2})).status_code == 200
+        assert (await c.patch("/v1/me/data", json={"c": 3})).status_code == 200
+        _assert_limited(await c.patch("/v1/me/data", json={"d": 4}))
+        _assert_limited(await c.put("/v1/me/data", json={"e": 5}))
+        assert (await c.get("/v1/me")).json()["data"] == {"b": 2, "c": 3}
+        assert (await other.patch("/v1/me/data", json={"f": 6})).status_code == 200
+    spec = application.openapi()
+    for method in ("patch", "put"):
+        responses = spec["paths"]["/v1/me/data"][method]["responses"]
+        assert "429" in responses, method

@@ -52,6 +52,7 @@ def test_settings_are_read_from_environment_and_dotenv(
         ({"database_url": "mysql://x"}, "ANONID_DATABASE_URL"),
         ({"rate_limit_storage": "memcached://x"}, "ANONID_RATE_LIMIT_STORAGE"),
         ({"login_rate_limit": "lots"}, "ANONID_LOGIN_RATE_LIMIT"),
+        ({"data_rate_limit": "often"}, "ANONID_DATA_RATE_LIMIT"),
         ({"webhook_urls": "https://hooks.example"}, "ANONID_WEBHOOK_SECRET"),
         ({"webhook_urls": "https://h.example", "webhook_secret": "nope"}, "whsec_"),
         ({"trusted_proxies": "not-an-ip"}, "ANONID_TRUSTED_PROXIES"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import orjson
 from fastapi.routing import iter_route_contexts
@@ -155,11 +156,20 @@ async def me(req: HotRequest, receive: Receive) -> Reply:
     return _private(req, session, user_view(row))
 
 
+async def limit_data_writes(svc: Services, user_id: UUID) -> None:
+    """Count one profile data write (``PATCH`` or ``PUT``) against the session's limit: in memory
+    or one Redis call, never a database round trip. Raises ``rate_limited``."""
+    limiter = svc.extras.get("limiter")
+    if limiter is not None:
+        await limiter.hit_data(user_id)
+
+
 async def patch_data(req: HotRequest, receive: Receive) -> Reply:
     """``PATCH /v1/me/data``: an RFC 7396 merge patch applied atomically in the database."""
     session = await require_session(req)
-    patch = await _json_body(receive)
     svc = req.svc
+    await limit_data_writes(svc, session.claims.sub)
+    patch = await _json_body(receive)
     data = await anonymous.patch_data(
         svc.pool, session.claims.sub, session.claims.sv, patch, svc.settings.data_max_bytes
     )

@@ -61,6 +61,7 @@ async def me() -> Response:
             "invalid_data",
             "data_too_large",
             "unsupported_media_type",
+            "rate_limited",
         ),
     },
     openapi_extra=body_spec(
@@ -83,6 +84,7 @@ async def patch_data() -> Response:
             "invalid_data",
             "data_too_large",
             "unsupported_media_type",
+            "rate_limited",
         ),
     },
     openapi_extra=body_spec(schema=OBJECT_SCHEMA),
@@ -90,6 +92,7 @@ async def patch_data() -> Response:
 async def put_data(request: Request) -> Response:
     session = await require_session(request)
     svc = services(request)
+    await hot.limit_data_writes(svc, session.claims.sub)
     data = await raw_json(request)
     async with svc.autocommit.connect() as conn:
         stored = await anonymous.replace_data(

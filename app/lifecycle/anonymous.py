@@ -47,12 +47,22 @@ RETURNING {USER_COLUMNS}
 """
 )
 
+# The merge runs once: the CTE computes it and the UPDATE both stores it and checks its size.
+# FOR UPDATE makes the CTE wait for a concurrent patch of the row and then read the version it
+# committed (so no key is lost), and MATERIALIZED keeps PostgreSQL from inlining the CTE, which
+# would copy the merge into the SET and the WHERE again.
 _PATCH = Statement(
     """
-UPDATE users SET data = jsonb_merge_patch(data, CAST(:patch AS jsonb)), updated_at = now()
-WHERE id = :id AND session_version = :sv
-  AND octet_length(jsonb_merge_patch(data, CAST(:patch AS jsonb))::text) <= :max
-RETURNING data
+WITH merged AS MATERIALIZED (
+    SELECT id, jsonb_merge_patch(data, CAST(:patch AS jsonb)) AS data
+    FROM users
+    WHERE id = :id AND session_version = :sv
+    FOR UPDATE
+)
+UPDATE users SET data = merged.data, updated_at = now()
+FROM merged
+WHERE users.id = merged.id AND octet_length(merged.data::text) <= :max
+RETURNING users.data
 """
 )
 
@@ -82,26 +92,53 @@ async def touch(db: Db, user_id: UUID, session_version: int) -> None:
     await fetchrow(db, _TOUCH, {"id": user_id, "sv": session_version})
 
 
-def validate_data(doc: Any, *, patch: bool) -> None:
-    """Profile data is a JSON object of bounded depth that PostgreSQL's jsonb can store."""
+def validate_data(doc: Any, *, patch: bool, max_bytes: int) -> str:
+    """Profile data (or a merge patch) as the JSON text to send to PostgreSQL, once it is known
+    to be an object jsonb can store and within the work one request may ask of the database.
+
+    The bounds are derived from ``max_bytes`` (``ANONID_DATA_MAX_BYTES``) so they follow an
+    operator who raises it, and no document that could be stored trips them:
+    - members (object keys plus array items, at every depth): ``max_bytes // 2``. Each member
+      takes at least two bytes of JSON (``0,``), so a document within the size limit never has
+      more, and a patch with more is not editing a profile but asking the merge to work.
+    - bytes: a document at most ``max_bytes`` (the stored limit, checked here on the compact JSON
+      and again by the statement on what PostgreSQL stores); a patch at most twice that, room to
+      remove every key of a full document and set as many new ones.
+    - depth: ``MAX_DEPTH`` levels, far beyond any profile and well within jsonb's own limits.
+    """
     if not isinstance(doc, dict):
         raise AnonidError("invalid_data", "Profile data must be a JSON object.")
+    max_members = max_bytes // 2
+    members = 0
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         value, depth = stack.pop()
         if depth > MAX_DEPTH:
             raise AnonidError("invalid_data", f"Profile data may nest at most {MAX_DEPTH} levels.")
-        if isinstance(value, dict):
+        if isinstance(value, (dict, list)):
+            members += len(value)
+            if members > max_members:
+                raise AnonidError(
+                    "invalid_data",
+                    f"Profile data may have at most {max_members} keys and array items at once.",
+                )
+            if isinstance(value, list):
+                stack.extend((item, depth + 1) for item in value)
+                continue
             for key, item in value.items():
                 if "\x00" in key:
                     raise AnonidError("invalid_data", "Keys may not contain NUL characters.")
                 stack.append((item, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
         elif isinstance(value, str) and "\x00" in value:
             raise AnonidError("invalid_data", "Strings may not contain NUL characters.")
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
             raise AnonidError("invalid_data", "Integers must fit in 64 bits.")
+    text = orjson.dumps(doc)
+    limit = 2 * max_bytes if patch else max_bytes
+    if len(text) > limit:
+        what = "A merge patch" if patch else "Profile data"
+        raise AnonidError("data_too_large", f"{what} may be at most {limit} bytes.")
+    return text.decode()
 
 
 async def _data_write(db: Db, stmt: Statement, params: dict[str, Any]) -> dict[str, Any]:
@@ -125,12 +162,11 @@ async def patch_data(
     max_bytes: int,
 ) -> dict[str, Any]:
     """Apply an RFC 7396 merge patch atomically in the database; concurrent patches never lose keys."""
-    validate_data(patch, patch=True)
     params = {
         "id": user_id,
         "sv": session_version,
         "max": max_bytes,
-        "patch": orjson.dumps(patch).decode(),
+        "patch": validate_data(patch, patch=True, max_bytes=max_bytes),
     }
     return await _data_write(db, _PATCH, params)
 
@@ -139,11 +175,10 @@ async def replace_data(
     db: Db, user_id: UUID, session_version: int, data: dict[str, Any], max_bytes: int
 ) -> dict[str, Any]:
     """Replace the whole profile document."""
-    validate_data(data, patch=False)
     params = {
         "id": user_id,
         "sv": session_version,
         "max": max_bytes,
-        "data": orjson.dumps(data).decode(),
+        "data": validate_data(data, patch=False, max_bytes=max_bytes),
     }
     return await _data_write(db, _PUT, params)

@@ -8,11 +8,13 @@ so PostgreSQL settles every race (two clicks, two guests, a login during a reque
     cancel      pending               anonymous   is_anonymous AND session_version = :sv
     redeem      pending (valid link)  registered  is_anonymous, link consumed in the same tx
     merge       anonymous | pending   (deleted)   is_anonymous AND session_version = :sv,
-                                                  account registered and locked
+                                                  account registered and locked, merged
+                                                  data within ANONID_DATA_MAX_BYTES
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -65,19 +67,30 @@ RETURNING {USER_COLUMNS}
 """
 )
 
-# The guest goes only if the account exists (and is locked), so no data is ever dropped.
+# The guest goes only if the account exists (and is locked) and the merged document fits in
+# ANONID_DATA_MAX_BYTES, so no data is ever dropped and no login grows an account past the limit
+# (four guests merged in turn grew one to 240 kB, after which every PATCH on it was 413). Both
+# rows are locked before the merge is computed, so it reads the versions a concurrent PATCH
+# committed; MATERIALIZED computes it once for the size check and the UPDATE.
 _MERGE = sa.text(
     f"""
 WITH account AS (
-    SELECT id FROM users WHERE id = :account AND NOT is_anonymous FOR UPDATE
+    SELECT id, data FROM users WHERE id = :account AND NOT is_anonymous FOR UPDATE
+), guest_row AS (
+    SELECT id, data FROM users
+    WHERE id = :guest AND session_version = :sv AND is_anonymous
+    FOR UPDATE
+), merged AS MATERIALIZED (
+    SELECT jsonb_merge_guest(account.data, guest_row.data) AS data
+    FROM account, guest_row
 ), guest AS (
     DELETE FROM users
-    WHERE id = :guest AND session_version = :sv AND is_anonymous
-      AND EXISTS (SELECT 1 FROM account)
-    RETURNING data
+    WHERE id IN (SELECT id FROM guest_row)
+      AND EXISTS (SELECT FROM merged WHERE octet_length(merged.data::text) <= :max)
+    RETURNING id
 )
-UPDATE users SET data = jsonb_merge_guest(users.data, guest.data), updated_at = now()
-FROM guest
+UPDATE users SET data = merged.data, updated_at = now()
+FROM merged, guest
 WHERE users.id = :account
 RETURNING {_QUALIFIED}
 """
@@ -85,6 +98,9 @@ RETURNING {_QUALIFIED}
 
 _OWNER = sa.text("SELECT id, email FROM users WHERE email = :email AND NOT is_anonymous")
 _STATE = sa.text("SELECT is_anonymous, session_version FROM users WHERE id = :id")
+_GUEST = sa.text("SELECT 1 FROM users WHERE id = :guest AND session_version = :sv AND is_anonymous")
+
+log = logging.getLogger("anonid.merge")
 
 
 async def _refusal(conn: AsyncConnection, user_id: UUID, session_version: int) -> AnonidError:
@@ -178,6 +194,11 @@ async def redeem_setup_link(
     return row
 
 
+async def _guest_remains(conn: AsyncConnection, guest_id: UUID, session_version: int) -> bool:
+    found = await conn.execute(_GUEST, {"guest": guest_id, "sv": session_version})
+    return found.first() is not None
+
+
 async def merge_guest(
     conn: AsyncConnection,
     settings: Settings,
@@ -185,14 +206,28 @@ async def merge_guest(
     guest_session_version: int,
     account_id: UUID,
 ) -> Row[Any] | None:
-    """Fold the guest's data into the account and delete the guest; ``None`` if there is no guest.
+    """Fold the guest's data into the account and delete the guest; ``None`` if there is no guest
+    or the merged document would exceed ``ANONID_DATA_MAX_BYTES``: then the guest is left alone
+    (not merged, not deleted), as when a ``before_merge`` hook refuses (CONTRACT §16).
 
     Objects merge recursively, arrays are unioned (account's items first), scalars keep the
-    account's value (``jsonb_merge_guest`` in the initial migration).
+    account's value (``jsonb_merge_guest``, migrations 0001 and 0003).
     """
-    params = {"guest": guest_id, "sv": guest_session_version, "account": account_id}
+    params = {
+        "guest": guest_id,
+        "sv": guest_session_version,
+        "account": account_id,
+        "max": settings.data_max_bytes,
+    }
     row = (await conn.execute(_MERGE, params)).first()
     if row is None:
+        if await _guest_remains(conn, guest_id, guest_session_version):
+            log.info(
+                "guest %s not merged into %s: the merged data would exceed %d bytes",
+                guest_id,
+                account_id,
+                settings.data_max_bytes,
+            )
         return None
     await record_event(
         conn,
