@@ -5,7 +5,7 @@ A new table only; no existing row changes. The service writes each secret on its
 (``INSERT … ON CONFLICT DO NOTHING``), so the migration writes none.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import BYTEA
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -19,7 +19,7 @@ Downgrade puts the ``lower(email)`` index back; addresses stay in their normal f
 original spelling is not kept), which the old code reads as well.
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 Create Date: 2026-12-01
 """
 
