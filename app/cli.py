@@ -12,7 +12,8 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from app.db import (
+from app.platform.db import (
+    RESOLVED_URL_ENV,
     DatabaseError,
     check_database,
     create_engine,
@@ -21,7 +22,7 @@ from app.db import (
     resolve_database_url,
     upgrade_to_head,
 )
-from app.logs import configure_logging
+from app.platform.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
 
 cli = typer.Typer(
@@ -35,8 +36,6 @@ keys_cli = typer.Typer(help="Signing keys.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 
 T = TypeVar("T")
-
-RESOLVED_URL_ENV = "ANONID_RESOLVED_DATABASE_URL"
 
 
 def fail(message: str) -> NoReturn:
@@ -116,7 +115,7 @@ def serve(
 
             uvicorn.run(create_app(settings, database_url=url, freeze_heap=True), **common)
         else:
-            from app.metrics import multiprocess_directory
+            from app.platform.metrics import multiprocess_directory
 
             os.environ[RESOLVED_URL_ENV] = url
             # Workers share one metrics directory so /metrics adds up every worker's series.
@@ -130,7 +129,7 @@ def _mail_target(settings: Settings, inbox: str) -> Iterator[str]:
     if settings.smtp_url:
         yield settings.smtp_url
         return
-    from app.catcher import LocalCatcher, mail_dir
+    from app.platform.catcher import LocalCatcher, mail_dir
 
     catcher = LocalCatcher(mail_dir(settings)).start()
     # The app (and every `serve --workers N` child) finds the catcher through the environment.

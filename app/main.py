@@ -17,13 +17,14 @@ from app.api import account, admin, devmail, errors, ops, pages, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
 from app.api.hot import HotPaths
-from app.catcher import caught_mail_dir, effective_smtp_url
-from app.db import create_engine, resolve_database_url
-from app.middleware import CORS, RequestGuard
-from app.observability import RequestObserver
 from app.outbox.smtputf8 import Smtputf8Support
-from app.pgpool import create_pool
-from app.ratelimit import RateLimiter
+from app.platform.catcher import caught_mail_dir, effective_smtp_url
+from app.platform.db import RESOLVED_URL_ENV, create_engine, resolve_database_url
+from app.platform.logs import configure_logging
+from app.platform.middleware import CORS, RequestGuard
+from app.platform.observability import RequestObserver
+from app.platform.pgpool import create_pool
+from app.platform.ratelimit import RateLimiter
 from app.server_secrets import load_server_secrets
 from app.services import Services
 from app.sessions import CookieJar, KeyRing, ensure_signing_key
@@ -161,11 +162,7 @@ def create_app(
 
 def worker_app() -> FastAPI:
     """Factory for ``serve --workers N``: the parent resolved (and migrated) the database."""
-    from app.cli import RESOLVED_URL_ENV
-
     settings = load_settings()
-    from app.logs import configure_logging
-
     configure_logging(settings.log_format)
     return create_app(settings, database_url=os.environ.get(RESOLVED_URL_ENV), freeze_heap=True)
 

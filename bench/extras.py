@@ -256,8 +256,8 @@ async def _fill(db_url: str, total: int) -> None:
 
 async def _cull(db_url: str) -> tuple[dict[str, Any], float]:
     """anonid's own cull (the function behind ``anonid cull`` and the worker), timed."""
-    from app.db import create_engine
     from app.lifecycle.cull import run_cull
+    from app.platform.db import create_engine
     from app.settings import Settings
 
     settings = Settings(database_url=db_url, cull_interval_minutes=0)

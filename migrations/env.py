@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from app.db import MIGRATION_LOCK, async_url, create_engine, resolve_database_url
 from app.models import metadata
+from app.platform.db import MIGRATION_LOCK, async_url, create_engine, resolve_database_url
 from app.settings import load_settings
 
 config = context.config

@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import create_engine, start_embedded, stop_embedded, upgrade_to_head
 from app.main import create_app
+from app.platform.db import create_engine, start_embedded, stop_embedded, upgrade_to_head
 from app.settings import Settings
 
 BASE_URL = "https://anonid.test"

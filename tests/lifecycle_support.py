@@ -18,7 +18,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.ids import new_id
+from app.platform.ids import new_id
 
 FAR_PAST_DAYS = 20_000
 FAR_CUTOFF_DAYS = FAR_PAST_DAYS - 10

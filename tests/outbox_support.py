@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import upgrade_to_head
 from app.outbox.claim import RetryPolicy
 from app.outbox.enqueue import enqueue_email
 from app.outbox.worker import OutboxWorker
+from app.platform.db import upgrade_to_head
 from app.settings import Settings
 from tests.processes import free_port
 

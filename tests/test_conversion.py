@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import create_engine
+from app.platform.db import create_engine
 from tests.account_support import (
     PASSWORD,
     bare_client,

@@ -17,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import CULL_LOCK, create_engine, upgrade_to_head
 from app.lifecycle import cull as cull_module
 from app.lifecycle.cull import (
     DEFAULT_BATCH_SIZE,
@@ -27,6 +26,7 @@ from app.lifecycle.cull import (
     run_cull,
     walks_heap,
 )
+from app.platform.db import CULL_LOCK, create_engine, upgrade_to_head
 from tests.conftest import _with_database, client_for, make_settings, running_app
 from tests.lifecycle_support import (
     FAR_CUTOFF_DAYS,

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.catcher import LocalCatcher, read_caught
 from app.outbox.enqueue import enqueue_email
+from app.platform.catcher import LocalCatcher, read_caught
 from app.settings import Settings
 from tests.conftest import client_for, make_settings, running_app
 from tests.mailserver import MailServer

@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from app.db import upgrade_to_head
+from app.platform.db import upgrade_to_head
 from tests.conftest import client_for, make_settings, running_app
 from tests.fault_support import (
     PASSWORD,

@@ -1,4 +1,4 @@
-"""The plain-ASGI hot paths (``app.api.hot``) and their asyncpg pool (``app.pgpool``)."""
+"""The plain-ASGI hot paths (``app.api.hot``) and their asyncpg pool (``app.platform.pgpool``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api.hot import HANDLERS, HotPaths
 from app.main import create_app
-from app.pgpool import Statement, driver_dsn
+from app.platform.pgpool import Statement, driver_dsn
 from tests.conftest import BASE_URL, AppFactory, make_settings
 
 

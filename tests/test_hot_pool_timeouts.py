@@ -1,4 +1,4 @@
-"""The hot pool's time limits (``app.pgpool.HotPool``): a statement PostgreSQL runs too long, a
+"""The hot pool's time limits (``app.platform.pgpool.HotPool``): a statement PostgreSQL runs too long, a
 server that stops answering, and a pool whose every connection stays busy all end in 503 with
 ``Retry-After``, never a hung request, and the pool serves again afterwards."""
 
@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 import app.main
-import app.pgpool
-from app.pgpool import driver_dsn
+import app.platform.pgpool
+from app.platform.pgpool import driver_dsn
 from tests.conftest import AppFactory
 from tests.test_hot_paths import bearer_guest
 
@@ -30,8 +30,8 @@ def one_connection(
 
     async def start(statement_timeout: int = 1) -> Started:
         monkeypatch.setattr(app.main, "HOT_POOL_SIZE", 1)
-        monkeypatch.setattr(app.pgpool, "STATEMENT_TIMEOUT", statement_timeout)
-        monkeypatch.setattr(app.pgpool, "WATCHDOG_GRACE", 1)
+        monkeypatch.setattr(app.platform.pgpool, "STATEMENT_TIMEOUT", statement_timeout)
+        monkeypatch.setattr(app.platform.pgpool, "WATCHDOG_GRACE", 1)
         return await app_with()
 
     return start
@@ -110,7 +110,9 @@ async def test_a_request_waiting_for_a_busy_pool_gives_up_with_503(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     application, c = await one_connection()
-    monkeypatch.setattr(app.pgpool, "ACQUIRE_TIMEOUT", 0.3)  # shorter than the statement's 1 s
+    monkeypatch.setattr(
+        app.platform.pgpool, "ACQUIRE_TIMEOUT", 0.3
+    )  # shorter than the statement's 1 s
     auth = await bearer_guest(c)
     await _lock_user(locker, c, auth)
     try:

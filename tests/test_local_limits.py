@@ -12,7 +12,7 @@ from limits import parse
 from limits.aio.storage import memory as limits_memory
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from app.local_limits import SWEEP_SECONDS, LocalCounters
+from app.platform.local_limits import SWEEP_SECONDS, LocalCounters
 
 
 class Clock:

@@ -15,9 +15,9 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from app.db import ALEMBIC_INI, create_engine, migration_head
 from app.lifecycle.addresses import email_key
 from app.models import metadata
+from app.platform.db import ALEMBIC_INI, create_engine, migration_head
 
 
 @pytest.fixture

@@ -21,7 +21,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.lifecycle.cull import run_cull
-from app.logs import ConsoleFormatter, JsonFormatter, RecordMaker, configure_logging, request_id_var
+from app.platform.logs import (
+    ConsoleFormatter,
+    JsonFormatter,
+    RecordMaker,
+    configure_logging,
+    request_id_var,
+)
 from tests.conftest import AppFactory, make_settings, running_app
 from tests.lifecycle_support import (
     ADMIN_KEY,

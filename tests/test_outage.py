@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.db import upgrade_to_head
+from app.platform.db import upgrade_to_head
 from tests.conftest import client_for, make_settings, running_app
 from tests.pgcontrol import PrivatePostgres
 

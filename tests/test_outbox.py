@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import create_engine
-from app.ids import new_id
 from app.outbox.claim import RetryPolicy, claim_due
 from app.outbox.enqueue import enqueue_email
 from app.outbox.worker import OutboxWorker
+from app.platform.db import create_engine
+from app.platform.ids import new_id
 from tests.conftest import make_settings, running_app
 from tests.mailserver import MailServer, html_of, text_of
 from tests.outbox_support import (
@@ -356,7 +356,7 @@ async def test_worker_survives_a_database_outage_and_delivers_after_it(
 ) -> None:
     pg = await asyncio.to_thread(PrivatePostgres, tmp_path / "pg")
     try:
-        from app.db import upgrade_to_head
+        from app.platform.db import upgrade_to_head
 
         await asyncio.to_thread(upgrade_to_head, pg.url)
         settings = make_settings(pg.url)

@@ -19,7 +19,7 @@ import jwt
 import pytest
 import redis
 
-from app.db import CULL_LOCK, create_engine
+from app.platform.db import CULL_LOCK, create_engine
 from tests.fault_support import (
     PORTS,
     StallableMailServer,

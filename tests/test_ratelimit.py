@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from app.ratelimit import client_ip, ip_bucket
+from app.platform.ratelimit import client_ip, ip_bucket
 from tests.account_support import bare_client, fresh_email, new_guest
 from tests.conftest import AppFactory
 from tests.processes import Served, clean_env, free_port

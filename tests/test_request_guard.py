@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
-from app.middleware import CORS, RequestGuard, vary_origin
+from app.platform.middleware import CORS, RequestGuard, vary_origin
 from tests.account_support import bare_client, register
 from tests.conftest import BASE_URL, AppFactory
 

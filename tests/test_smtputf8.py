@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.catcher import LocalCatcher, read_caught
 from app.outbox.mail import SmtpTarget, offers_smtputf8, send_email
+from app.platform.catcher import LocalCatcher, read_caught
 from tests.account_support import fresh_email
 from tests.conftest import client_for, make_settings, running_app
 from tests.mailserver import MailServer, free_port, links_in

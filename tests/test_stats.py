@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import create_engine
 from app.lifecycle.cull import run_cull
 from app.lifecycle.events import record_event
 from app.lifecycle.stats import collect_stats
+from app.platform.db import create_engine
 from tests.conftest import AppFactory, make_settings
 from tests.lifecycle_support import (
     ADMIN_KEY,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
 from app.lifecycle.anonymous import touch
-from app.request_auth import bearer_token
+from app.platform.request_auth import bearer_token
 from app.services import Services
 from app.sessions import Claims, IssuedToken, needs_renewal
 

@@ -17,9 +17,9 @@ from starlette.responses import HTMLResponse, Response
 
 from app.api.deps import services
 from app.api.errors import responses
-from app.catcher import LINK, CaughtMail, read_caught
 from app.errors import AnonidError
-from app.ratelimit import client_ip, is_trusted_proxy
+from app.platform.catcher import LINK, CaughtMail, read_caught
+from app.platform.ratelimit import client_ip, is_trusted_proxy
 
 router = APIRouter(tags=["development"])
 

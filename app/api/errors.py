@@ -78,7 +78,7 @@ def _error_schema(codes: list[str]) -> dict[str, Any]:
 # Connection exceptions (08…) and a server shutting down, starting up or restarting (57P01-57P03):
 # asyncpg raises "the database system is shutting down" from connect() unwrapped by SQLAlchemy.
 # 08: connection exception; 53300: too many connections; 57P01-03: shutdown, crash, starting;
-# 57014: a statement cancelled, by its statement_timeout (app.pgpool) or by an operator.
+# 57014: a statement cancelled, by its statement_timeout (app.platform.pgpool) or by an operator.
 OUTAGE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03", "57014")
 
 
@@ -102,7 +102,7 @@ def is_database_outage(exc: BaseException) -> bool:
     # SQLAlchemy reports as its InterfaceError above, and a pooled connection the server closed
     # while it sat idle ("cannot switch to state …; another operation is in progress": the
     # server's goodbye arrived before the connection noticed it was closed). The statement was
-    # not sent, and app.pgpool closes that connection.
+    # not sent, and app.platform.pgpool closes that connection.
     connection_level = (OSError, TimeoutError, ConnectionError, asyncpg.InterfaceError)
     return isinstance(exc, (*connection_level, asyncpg.exceptions.InternalClientError))
 

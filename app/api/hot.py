@@ -4,7 +4,7 @@
 ``HotPaths`` sits innermost of the middleware, so these requests pass the request guard (CSRF,
 media types, body size), CORS and the observer (request id, access log, metrics) like every other
 route, and then skip FastAPI's routing and dependency solving; their statements run on the hot
-asyncpg pool (``app.pgpool``). Both layers cost more CPU than PostgreSQL's own work on these
+asyncpg pool (``app.platform.pgpool``). Both layers cost more CPU than PostgreSQL's own work on these
 paths (``bench/NOTES.md``). Their FastAPI declarations in ``public.py`` document them and, when
 reached (a mount with another prefix), delegate here, so there is one implementation.
 
@@ -33,7 +33,7 @@ from app.api.responses import session_body
 from app.errors import AnonidError
 from app.lifecycle import anonymous
 from app.lifecycle.users import get_session_user, user_view
-from app.request_auth import request_cookies
+from app.platform.request_auth import request_cookies
 from app.services import Services
 from app.sessions import Claims, IssuedToken
 

@@ -1,12 +1,12 @@
-"""``GET /metrics``: Prometheus text format (see ``app.metrics`` for the series)."""
+"""``GET /metrics``: Prometheus text format (see ``app.platform.metrics`` for the series)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app import metrics
 from app.api.deps import services
+from app.platform import metrics
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ from app.api.deps import services
 from app.api.errors import error_response, responses
 from app.api.responses import json_response
 from app.api.schemas import Health, Jwks
-from app.db import current_revision, migration_head
+from app.platform.db import current_revision, migration_head
 
 router = APIRouter()
 

@@ -8,7 +8,7 @@ is refused with another, and whoever can plant or read the browser secret (a sib
 can set cookies for the site) still cannot compute a token without the server secret. With
 ``ANONID_COOKIE_SECURE`` the cookie is ``__Host-`` prefixed (Secure, ``Path=/``, no ``Domain``),
 which browsers let no sibling subdomain set. The request guard refuses every cross-site post to
-these forms before they run (``app.middleware``). Every page sends
+these forms before they run (``app.platform.middleware``). Every page sends
 ``Referrer-Policy: no-referrer`` (two of them carry a token in the URL) and is never cached.
 """
 

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from app.api.deps import bearer_wanted, renewed
 from app.lifecycle.users import user_view
-from app.pgpool import row_mapping
+from app.platform.pgpool import row_mapping
 from app.services import Services
 
 NO_STORE = {"Cache-Control": "no-store"}

@@ -1,6 +1,6 @@
 """Anonymous accounts: create, renew (touch), and profile data.
 
-Each function is one statement, so on the hot pool (``app.pgpool``) it is one round trip and its
+Each function is one statement, so on the hot pool (``app.platform.pgpool``) it is one round trip and its
 own transaction; on a SQLAlchemy connection inside a larger transaction it simply joins it.
 """
 
@@ -12,10 +12,10 @@ from uuid import UUID
 import orjson
 
 from app.errors import AnonidError
-from app.ids import guest_username, new_id
 from app.lifecycle.events import event_cte, event_params
 from app.lifecycle.users import USER_COLUMNS
-from app.pgpool import Db, Statement, fetchrow
+from app.platform.ids import guest_username, new_id
+from app.platform.pgpool import Db, Statement, fetchrow
 
 MAX_DEPTH = 32
 

@@ -31,10 +31,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app import metrics
-from app.db import CULL_LOCK
-from app.ids import new_id
 from app.lifecycle.events import event_cte
+from app.platform import metrics
+from app.platform.db import CULL_LOCK
+from app.platform.ids import new_id
 from app.settings import Settings
 
 log = logging.getLogger("anonid.cull")

@@ -13,7 +13,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.ids import new_id
+from app.platform.ids import new_id
 
 EVENT_TYPES = (
     "user.anonymous_created",

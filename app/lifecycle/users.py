@@ -10,7 +10,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
-from app.pgpool import Db, Statement, fetchrow, row_mapping
+from app.platform.pgpool import Db, Statement, fetchrow, row_mapping
 
 USER_COLUMNS = (
     "id, username, email, is_anonymous, data, session_version, pending_email, pending_until, "

@@ -32,7 +32,6 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app import metrics
 from app.outbox.claim import (
     Claimed,
     RetryPolicy,
@@ -44,6 +43,7 @@ from app.outbox.claim import (
 )
 from app.outbox.mail import SmtpSender, SmtpTarget
 from app.outbox.webhooks import send_webhook, webhook_client
+from app.platform import metrics
 from app.settings import Settings
 
 log = logging.getLogger("anonid.worker")

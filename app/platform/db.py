@@ -21,9 +21,13 @@ from app.settings import Settings
 
 log = logging.getLogger("anonid.db")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALEMBIC_INI = ROOT / "alembic.ini"
 MIGRATIONS = ROOT / "migrations"
+
+# How `serve --workers N` hands each worker process the database its parent resolved (and, when
+# embedded, started and migrated), so workers do not start servers of their own.
+RESOLVED_URL_ENV = "ANONID_RESOLVED_DATABASE_URL"
 
 # pg_advisory_lock keys, one per concern, shared by every anonid process on the database.
 MIGRATION_LOCK = 0x616E6F6E_0001

@@ -25,7 +25,7 @@ from limits.storage import storage_from_string
 
 from app.errors import AnonidError
 from app.lifecycle.addresses import email_key
-from app.local_limits import LocalCounters
+from app.platform.local_limits import LocalCounters
 from app.settings import Settings
 
 log = logging.getLogger("anonid.ratelimit")

@@ -9,7 +9,7 @@ another account, though it carries no ``SameSite=Lax`` cookie), is refused with
 ``403 csrf_rejected`` when its ``Origin`` (else ``Referer``) is present and not allowed, or when
 ``Sec-Fetch-Site`` says ``cross-site``. A request with neither header (a server, curl) passes, and
 so does one authenticated by ``Authorization: Bearer``, which no other site can make a browser
-send. The guard reads cookies and the bearer token through ``app.request_auth``, as the endpoints
+send. The guard reads cookies and the bearer token through ``app.platform.request_auth``, as the endpoints
 do, and paths as routing does (under ``root_path``), so it judges the request the endpoint will
 serve. Hosted forms also need their own token (``app.api.pages.Csrf``).
 
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_bytes
 from app.errors import ERRORS
-from app.request_auth import bearer_token, request_cookies
+from app.platform.request_auth import bearer_token, request_cookies
 
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON_TYPES = frozenset({"application/json"})

@@ -1,7 +1,7 @@
 """Logging through the standard module: console lines or JSON lines (``ANONID_LOG_FORMAT``).
 
 Every record made while a request is handled carries that request's id (``record.request_id``,
-from a contextvar set by ``app.observability``), whichever handler or formatter receives it.
+from a contextvar set by ``app.platform.observability``), whichever handler or formatter receives it.
 Access lines name the route template, never the raw path or query string, so link tokens in
 ``?token=…`` never reach a log; uvicorn's own access log (which would) is silenced.
 """

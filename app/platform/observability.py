@@ -19,8 +19,8 @@ from typing import Any
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
-from app.logs import RecordMaker, request_id_var
+from app.platform import metrics
+from app.platform.logs import RecordMaker, request_id_var
 
 access_log = logging.getLogger("anonid.access")
 access_record = RecordMaker(access_log, logging.INFO, "%s %s %d %.1fms", __file__)
