@@ -53,11 +53,13 @@ sa.Index(
 sa.Index(
     "ix_users_registered_updated_at",
     users.c.updated_at,
+    postgresql_include=["id"],
     postgresql_where=sa.text("NOT is_anonymous"),
 )
 sa.Index(
     "ix_users_pending_until",
     users.c.pending_until,
+    postgresql_include=["id", "updated_at"],
     postgresql_where=sa.text("is_anonymous AND pending_email IS NOT NULL"),
 )
 

@@ -21,24 +21,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.lifecycle.events import record_event
 from app.lifecycle.rollup import roll_up_closed_days
 from app.outbox.retention import remove_expired
-from app.platform.db import create_engine
 from app.settings import Settings
 from tests.conftest import client_for, make_settings, running_app
 from tests.lifecycle_support import ADMIN_KEY, admin_headers, new_guests
-from tests.outbox_support import private_database, running_worker, until
+from tests.outbox_support import private_engine, running_worker, until
 
 
 @pytest.fixture
-async def own_url(server_url: str) -> AsyncIterator[str]:
-    async with private_database(server_url) as url:
-        yield url
+async def own(server_url: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    async with private_engine(server_url) as pair:
+        yield pair
 
 
 @pytest.fixture
-async def own_engine(own_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(own_url, pool_size=3)
-    yield engine
-    await engine.dispose()
+def own_url(own: tuple[str, AsyncEngine]) -> str:
+    return own[0]
+
+
+@pytest.fixture
+def own_engine(own: tuple[str, AsyncEngine]) -> AsyncEngine:
+    return own[1]
 
 
 async def _today(engine: AsyncEngine) -> date:

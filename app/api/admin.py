@@ -137,7 +137,12 @@ def _list_statement(state: str | None, inactive: bool, email: bool, after: bool)
         where.append("id > :after")
     clause = " AND ".join(where) or "true"
     # Keyset on the UUIDv7 id: new accounts sort last, deletions never shift a page boundary.
-    return sa.text(f"SELECT {USER_COLUMNS} FROM users WHERE {clause} ORDER BY id LIMIT :limit")
+    # The page's ids are chosen first, so a filter's index that carries the id (INCLUDE) answers
+    # without visiting the rows it does not return; then only the page's rows are read.
+    return sa.text(
+        f"WITH page AS MATERIALIZED (SELECT id FROM users WHERE {clause} ORDER BY id LIMIT :limit)"
+        f" SELECT {USER_COLUMNS} FROM users WHERE id IN (SELECT id FROM page) ORDER BY id"
+    )
 
 
 @router.get(

@@ -55,13 +55,21 @@ async def refresh_counts(engine: AsyncEngine) -> None:
         log.warning("account counts not refreshed: %s", _describe(exc))
 
 
-async def housekeeping_loop(engine: AsyncEngine, settings: Settings) -> None:
-    """Run until cancelled."""
-    loop = asyncio.get_running_loop()
-    next_retention = loop.time()
+async def _retention_loop(engine: AsyncEngine, settings: Settings) -> None:
     while True:
-        if loop.time() >= next_retention:
-            next_retention = loop.time() + RETENTION_SECONDS
-            await roll_up_and_remove_expired(engine, settings)
+        await roll_up_and_remove_expired(engine, settings)
+        await asyncio.sleep(RETENTION_SECONDS)
+
+
+async def _counts_loop(engine: AsyncEngine) -> None:
+    while True:
         await refresh_counts(engine)
-        await asyncio.sleep(min(counts.REFRESH_SECONDS, max(0.0, next_retention - loop.time())))
+        await asyncio.sleep(counts.REFRESH_SECONDS)
+
+
+async def housekeeping_loop(engine: AsyncEngine, settings: Settings) -> None:
+    """Run until cancelled. The counts have a loop of their own, so a long first retention round
+    (a backlog) does not let them grow stale."""
+    async with asyncio.TaskGroup() as group:
+        group.create_task(_retention_loop(engine, settings), name="anonid-retention")
+        group.create_task(_counts_loop(engine), name="anonid-counts")

@@ -92,14 +92,15 @@ KINDS = ("email", "webhook")
 # the delivered ones the table mostly holds.
 _OUTBOX_GAUGES = sa.text(
     """
-SELECT
-    (SELECT count(*) FROM outbox
-     WHERE kind = 'email' AND sent_at IS NULL AND failed_at IS NULL) AS email_pending,
-    (SELECT count(*) FROM outbox
-     WHERE kind = 'webhook' AND sent_at IS NULL AND failed_at IS NULL) AS webhook_pending,
-    (SELECT count(*) FROM outbox WHERE kind = 'email' AND failed_at IS NOT NULL) AS email_failed,
-    (SELECT count(*) FROM outbox WHERE kind = 'webhook' AND failed_at IS NOT NULL)
-        AS webhook_failed
+SELECT p.*, f.* FROM (
+    SELECT count(*) FILTER (WHERE kind = 'email') AS email_pending,
+           count(*) FILTER (WHERE kind = 'webhook') AS webhook_pending
+    FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL
+) AS p, (
+    SELECT count(*) FILTER (WHERE kind = 'email') AS email_failed,
+           count(*) FILTER (WHERE kind = 'webhook') AS webhook_failed
+    FROM outbox WHERE failed_at IS NOT NULL
+) AS f
 """
 )
 

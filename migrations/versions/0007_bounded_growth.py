@@ -12,9 +12,10 @@
   ``(type, created_at)`` index, so ``POST /v1/anonymous`` writes no extra index entry.
 
 Upgrading a populated database: new tables start empty (the worker fills them at its first round;
-until then stats read the events themselves) and no existing row changes. The indexes are built
-inside Alembic's transaction (a ``SHARE`` lock on each table while it builds: at 5 million
-accounts the users indexes took about 4 s each on the 2-core bench machine).
+until then stats count the events themselves) and no existing row changes. The indexes are built
+inside Alembic's transaction, holding a ``SHARE`` lock on each table while it builds (writes wait):
+with 5 million accounts, 10 million events and a million outbox rows the whole upgrade took 2.7 to
+5.4 s on the 2-core bench machine. Downgrade drops the two tables and the indexes.
 
 Revision ID: 0007
 Revises: 0005
@@ -61,12 +62,14 @@ def upgrade() -> None:
         "ix_users_registered_updated_at",
         "users",
         ["updated_at"],
+        postgresql_include=["id"],
         postgresql_where=sa.text("NOT is_anonymous"),
     )
     op.create_index(
         "ix_users_pending_until",
         "users",
         ["pending_until"],
+        postgresql_include=["id", "updated_at"],
         postgresql_where=sa.text("is_anonymous AND pending_email IS NOT NULL"),
     )
     op.create_index(
