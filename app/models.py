@@ -154,8 +154,8 @@ sa.Index(
     postgresql_where=sa.text("failed_at IS NOT NULL"),
 )
 
-# Closed UTC days of the funnel, rolled up from events (app.lifecycle.rollup); ``sealed`` once
-# retention has begun removing that day's events.
+# UTC days of the funnel, rolled up from events up to ``rolled_until`` (app.lifecycle.rollup);
+# ``sealed`` once retention has begun removing that day's events.
 daily_stats = sa.Table(
     "daily_stats",
     metadata,
@@ -166,6 +166,7 @@ daily_stats = sa.Table(
     sa.Column("merged", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("culled", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("sealed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("rolled_until", TS, nullable=False),
     sa.Column("rolled_at", TS, nullable=False, server_default=sa.func.now()),
 )
 

@@ -7,9 +7,10 @@ Definitions (all dates and months in UTC):
 - ``daily``: the last ``days`` days (30 unless asked, at most 400), today included, oldest first,
   zero-filled; counts of the events ``user.anonymous_created``, ``user.conversion_started``,
   ``user.converted``, ``user.merged`` that day, and ``culled`` = the number of ids in that day's
-  ``user.culled`` events. Closed days come from ``daily_stats`` (``app.lifecycle.rollup``), so
-  they outlive the events retention removes; days not rolled up yet (today, and any day the
-  worker has not reached) are counted from the events through their index.
+  ``user.culled`` events. Each day comes from its ``daily_stats`` row (``app.lifecycle.rollup``),
+  so it outlives the events retention removes, plus the events after that row's
+  ``rolled_until`` (today's last minutes, or any day the worker has not reached), counted
+  through the events' index.
 - ``conversion_rate_30d``: ``user.converted`` events divided by ``user.anonymous_created`` events
   over the last 30 days (0.0 when nobody arrived), rounded to 4 places. A funnel ratio of flows,
   not a cohort: an account created 40 days ago and converted today counts in the numerator.
@@ -29,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.lifecycle.counts import read_counts
-from app.lifecycle.rollup import DAY_FIGURES, FIGURES, MAX_DAYS
+from app.lifecycle.rollup import FIGURES, MAX_DAYS, RANGE_FIGURES, live_ranges
 
 DAYS = 30
 
@@ -43,10 +44,11 @@ ORDER BY 1
 )
 
 _ROLLED = sa.text(
-    f"SELECT day, {', '.join(FIGURES)} FROM daily_stats WHERE day >= :first AND day <= :last"
+    f"SELECT day, rolled_until, {', '.join(FIGURES)} FROM daily_stats"
+    " WHERE day >= :first AND day <= :last"
 )
 
-_LIVE = sa.text(DAY_FIGURES)
+_LIVE = sa.text(RANGE_FIGURES)
 
 # Both served by partial indexes (ix_outbox_due, ix_outbox_failed_at), never the whole table.
 _OUTBOX = sa.text(
@@ -59,21 +61,23 @@ SELECT
 
 
 async def daily_figures(conn: AsyncConnection, days: int) -> list[dict[str, Any]]:
-    """The last ``days`` UTC days, oldest first: rolled-up rows, the others counted from events."""
+    """The last ``days`` UTC days, oldest first: each day's row plus its events after the row."""
     window: list[date] = list(await conn.scalars(_WINDOW, {"days": days}))
-    figures = {
-        row.day: row._mapping
+    rolled = {
+        row.day: row
         for row in await conn.execute(_ROLLED, {"first": window[0], "last": window[-1]})
     }
-    missing = [day for day in window if day not in figures]
-    if missing:
-        figures.update(
-            (row.day, row._mapping) for row in await conn.execute(_LIVE, {"days": missing})
-        )
-    return [
-        {"date": day.isoformat(), **{key: int(figures[day][key]) for key in FIGURES}}
-        for day in window
-    ]
+    figures = {day: dict.fromkeys(FIGURES, 0) for day in window}
+    for day, row in rolled.items():
+        figures[day] = {key: int(getattr(row, key)) for key in FIGURES}
+    ranges = live_ranges(window, rolled)
+    if ranges:
+        days_, t0s, t1s = zip(*ranges, strict=True)
+        live = await conn.execute(_LIVE, {"days": list(days_), "t0s": list(t0s), "t1s": list(t1s)})
+        for row in live:
+            for key in FIGURES:
+                figures[row.day][key] += int(getattr(row, key))
+    return [{"date": day.isoformat(), **figures[day]} for day in window]
 
 
 async def collect_stats(conn: AsyncConnection, days: int = DAYS) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.lifecycle import counts
-from app.lifecycle.rollup import roll_up_closed_days
+from app.lifecycle.rollup import roll_up
 from app.outbox.retention import remove_expired
 from app.settings import Settings
 
@@ -36,9 +36,9 @@ async def roll_up_and_remove_expired(engine: AsyncEngine, settings: Settings) ->
     """One round of the rollup then retention (failures logged, not raised)."""
     try:
         async with engine.begin() as conn:
-            rolled = await roll_up_closed_days(conn)
+            rolled = await roll_up(conn)
         if rolled:
-            log.info("rolled up %s closed day(s) into daily_stats", rolled)
+            log.debug("rolled up %s day(s) into daily_stats", rolled)
         await remove_expired(engine, settings)
     except Exception as exc:
         log.warning(

@@ -1,8 +1,9 @@
 """Bounded growth and reads that do not scan: daily stats, refreshed counts, retention indexes.
 
-- ``daily_stats``: one row per closed UTC day of the funnel, rolled up from ``events`` by the
-  worker (``app.lifecycle.rollup``) so the figures outlive the events retention removes.
-  ``sealed`` marks a day whose events retention has started to remove: its figures are final.
+- ``daily_stats``: one row per UTC day of the funnel, rolled up from ``events`` by the worker up to
+  ``rolled_until`` (``app.lifecycle.rollup``), so the figures outlive the events retention removes
+  and stats count only the last minutes from ``events``. ``sealed`` marks a day whose events
+  retention has started to remove: its figures are final.
 - ``stats_counts``: one row, the accounts per state and the month's active accounts, recounted by
   the worker on an interval (CONTRACT §5 allows 60 s of lag) instead of on every request. Only the
   worker writes it, so no request waits on it.
@@ -42,6 +43,7 @@ def upgrade() -> None:
         sa.Column("day", sa.Date, nullable=False),
         *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in FIGURES),
         sa.Column("sealed", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("rolled_until", TS, nullable=False),
         sa.Column("rolled_at", TS, nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("day", name="pk_daily_stats"),
     )
