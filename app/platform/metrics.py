@@ -40,7 +40,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _multiprocess
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.lifecycle.counts import REFRESH_SECONDS, STALE_SECONDS, read_counts
+from app.lifecycle.counts import MAX_LAG_SECONDS, REFRESH_SECONDS, read_counts
 
 log = logging.getLogger("anonid.metrics")
 
@@ -61,7 +61,7 @@ REQUEST_SECONDS = Histogram(
 ACCOUNTS = Gauge(
     "anonid_accounts",
     "Accounts by state (anonymous, pending, registered), recounted by the worker every"
-    f" {REFRESH_SECONDS:.0f} s: at most {STALE_SECONDS:.0f} s old.",
+    f" {REFRESH_SECONDS:.0f} s: at most {MAX_LAG_SECONDS} s old.",
     ["state"],
     multiprocess_mode="mostrecent",
 )
