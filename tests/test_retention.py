@@ -11,6 +11,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 
 import httpx
@@ -43,6 +44,14 @@ def own_engine(own: tuple[str, AsyncEngine]) -> AsyncEngine:
     return own[1]
 
 
+@asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on these settings, and a client that carries the admin key."""
+    async with running_app(settings) as app, client_for(app) as client:
+        client.headers.update(admin_headers())
+        yield client
+
+
 async def _db_now(engine: AsyncEngine) -> datetime:
     async with engine.connect() as conn:
         return await conn.scalar(sa.text("SELECT now()"))
@@ -67,6 +76,17 @@ async def _stats(client: httpx.AsyncClient, days: int) -> dict[str, dict[str, in
     r = await client.get(f"/v1/admin/stats?days={days}")
     assert r.status_code == 200, r.text
     return {d.pop("date"): d for d in r.json()["daily"]}
+
+
+def _funnel(*, created: int) -> dict[str, int]:
+    """A day's figures: ``created`` guests plus one event of each other kind (two culled)."""
+    return {
+        "anonymous_created": created,
+        "conversions_started": 1,
+        "converted": 1,
+        "merged": 1,
+        "culled": 2,
+    }
 
 
 async def _move_events(engine: AsyncEngine, ids: list[uuid.UUID], when: datetime) -> None:
@@ -152,8 +172,7 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
     settings = make_settings(
         own_url, admin_api_key=ADMIN_KEY, event_retention_days=3, outbox_retention_days=7
     )
-    async with running_app(settings) as app, client_for(app) as client:
-        client.headers.update(admin_headers())
+    async with admin_client(settings) as client:
         guests = await new_guests(client, 4)
         today = await _today(own_engine)
         old_day, kept_day = today - timedelta(days=5), today - timedelta(days=2)
@@ -181,13 +200,7 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "live": await _link(own_engine, owner, expired=None, used=None),
         }
         before = await _stats(client, 10)
-        assert before[old_day.isoformat()] == {
-            "anonymous_created": 3,
-            "conversions_started": 1,
-            "converted": 1,
-            "merged": 1,
-            "culled": 2,
-        }
+        assert before[old_day.isoformat()] == _funnel(created=3)
 
         removed = await remove_expired(own_engine, settings, batch_size=2)
 
@@ -229,8 +242,7 @@ async def test_rollup_is_idempotent_and_splits_days_at_utc_midnight(
     own_url: str, own_engine: AsyncEngine
 ) -> None:
     settings = make_settings(own_url, admin_api_key=ADMIN_KEY)
-    async with running_app(settings) as app, client_for(app) as client:
-        client.headers.update(admin_headers())
+    async with admin_client(settings) as client:
         guests = await new_guests(client, 3)
         today = await _today(own_engine)
         midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=3)
@@ -273,12 +285,47 @@ async def test_rollup_is_idempotent_and_splits_days_at_utc_midnight(
         assert await _stats(client, 5) == before
 
 
+async def test_events_aged_or_backdated_into_rolled_up_days_count_in_those_days(
+    own_url: str, own_engine: AsyncEngine
+) -> None:
+    settings = make_settings(own_url, admin_api_key=ADMIN_KEY, event_retention_days=3)
+    async with admin_client(settings) as client:
+        async with own_engine.begin() as conn:
+            await roll_up(conn)  # every reportable day has its row before anything moves
+        guests = await new_guests(client, 3)
+        ids = await _funnel_events(own_engine, guests)
+        today = await _today(own_engine)
+        five, six = today - timedelta(days=5), today - timedelta(days=6)
+        fresh = await _stats(client, 10)
+        assert fresh[today.isoformat()]["anonymous_created"] >= 3
+
+        await _move_events(own_engine, ids, _noon(five))
+        await _move_events(own_engine, ids[:1], _noon(six))
+        async with own_engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO events (id, type, created_at)"
+                    " VALUES (gen_random_uuid(), 'user.converted', :t)"
+                ),
+                {"t": _noon(six)},
+            )
+        aged = await _stats(client, 10)
+        assert aged[five.isoformat()] == _funnel(created=2)
+        assert aged[six.isoformat()]["anonymous_created"] == 1
+        assert aged[six.isoformat()]["converted"] == 1
+        today_before = fresh[today.isoformat()]["anonymous_created"]
+        assert aged[today.isoformat()]["anonymous_created"] == today_before - 3
+
+        removed = await remove_expired(own_engine, settings)
+        assert removed["events"] == len(ids) + 1
+        assert await _stats(client, 10) == aged
+
+
 async def test_the_worker_rolls_up_removes_and_recounts_at_start(
     own_url: str, own_engine: AsyncEngine
 ) -> None:
     settings = make_settings(own_url, admin_api_key=ADMIN_KEY, event_retention_days=1)
-    async with running_app(settings) as app, client_for(app) as client:
-        client.headers.update(admin_headers())
+    async with admin_client(settings) as client:
         guests = await new_guests(client, 2)
         old = await _funnel_events(own_engine, guests)
         old_day = await _today(own_engine) - timedelta(days=4)

@@ -13,9 +13,13 @@ Guarantees:
   little earlier commit before its range is rolled;
 - only the worker writes ``daily_stats``: requests never touch it, so the hot paths gain no
   contended row;
+- an event inserted with, or moved to, a time in a range already rolled up (an operator's fix, a
+  test's aged rows) is counted into that row at once by the triggers of migration 0007 (moved
+  out, it is taken out); the app's own events, stamped now(), never fire them (a ``WHEN`` clause
+  with no measurable cost per insert). Only a transaction that commits more than the grace
+  after stamping its events could be missed, until the day is sealed;
 - before retention removes any event of a reportable day it *seals* that day, recomputing the whole
-  day from its events, all still present; a sealed day never changes again. (An event committed
-  or moved into an already-rolled range counts from then on.)
+  day from its events, all still present; a sealed day then changes only through the triggers.
 - days older than ``MAX_DAYS`` are never reported, so they are neither rolled up nor sealed.
 
 The figures of a day are those of CONTRACT §5's ``daily``: counts of the events
