@@ -41,6 +41,7 @@ FIGURES = ("anonymous_created", "conversions_started", "converted", "merged", "c
 # that day's row here, so the row stays the figures of the events in its range: the app only
 # appends events stamped now() (the INSERT trigger's WHEN, evaluated without calling the function,
 # is false for them), but an operator's fix or a test's aged rows must not vanish from stats.
+# Erasure scrubs payloads (app.lifecycle.privacy), which changes no figure: that fires nothing.
 # The 10 minutes are the rollup's grace (app.lifecycle.rollup.CLOSE_GRACE): nothing newer has been
 # rolled up yet.
 ADJUST = (
@@ -79,6 +80,8 @@ CREATE TRIGGER events_backdated AFTER INSERT ON events FOR EACH ROW
 """,
     """
 CREATE TRIGGER events_moved AFTER UPDATE OF type, payload, created_at ON events FOR EACH ROW
+    WHEN (OLD.type IS DISTINCT FROM NEW.type OR OLD.created_at IS DISTINCT FROM NEW.created_at
+          OR ('user.culled' IN (OLD.type, NEW.type) AND OLD.payload IS DISTINCT FROM NEW.payload))
     EXECUTE FUNCTION anonid_daily_stats_adjust()
 """,
 )
