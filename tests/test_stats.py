@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.lifecycle.counts import refresh_counts
+from app.lifecycle.counts import refresh_counts, refresh_if_due
 from app.lifecycle.cull import run_cull
 from app.lifecycle.events import record_event
 from app.lifecycle.stats import collect_stats
@@ -257,3 +257,23 @@ async def test_stats_and_metrics_read_the_refreshed_counts_never_older_than_45_s
             )
         users, gauges, _ = await _users_and_gauges(url)
         assert users == gauges == {"anonymous": 6, "pending": 0, "registered": 1}
+
+
+async def test_only_one_process_recounts_per_interval(server_url: str) -> None:
+    async with private_engine(server_url) as (_, engine):
+
+        async def worker_round() -> bool:
+            async with engine.begin() as conn:
+                return await refresh_if_due(conn)
+
+        assert await worker_round() is True
+        async with engine.connect() as conn:
+            first = await conn.scalar(sa.text("SELECT refreshed_at FROM stats_counts"))
+        # Another process's round a moment later finds the counts fresh and leaves them.
+        assert await worker_round() is False
+        async with engine.begin() as conn:
+            assert await conn.scalar(sa.text("SELECT refreshed_at FROM stats_counts")) == first
+            await conn.execute(
+                sa.text("UPDATE stats_counts SET refreshed_at = now() - interval '16 seconds'")
+            )
+        assert await worker_round() is True

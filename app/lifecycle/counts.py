@@ -84,6 +84,28 @@ WHERE NOT EXISTS (SELECT FROM stored)
 _SERIAL = sa.text("SET LOCAL max_parallel_workers_per_gather = 0")
 
 
+# Several processes run the worker (serve --workers N, anonid worker): one recount per interval
+# is enough. The transaction-level lock (released at commit, so it works through a transaction
+# pooler) keeps two from recounting at the same moment; the freshness test skips a recount
+# another process made less than half an interval ago.
+COUNTS_LOCK = 0x616E6F6E_0107
+_DUE = sa.text(
+    """
+SELECT pg_try_advisory_xact_lock(:key)
+       AND NOT EXISTS (SELECT FROM stats_counts
+                       WHERE id = 1 AND refreshed_at > now() - make_interval(secs => :fresh))
+"""
+)
+
+
+async def refresh_if_due(conn: AsyncConnection) -> bool:
+    """Recount unless another process is recounting or just did; whether this one did."""
+    due = await conn.scalar(_DUE, {"key": COUNTS_LOCK, "fresh": REFRESH_SECONDS / 2})
+    if due:
+        await refresh_counts(conn)
+    return bool(due)
+
+
 async def refresh_counts(conn: AsyncConnection) -> None:
     """Recount and store, in the caller's transaction (the worker's job; commit afterwards)."""
     await conn.execute(_SERIAL)

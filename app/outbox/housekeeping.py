@@ -6,8 +6,9 @@ Guarantees:
   ``counts.REFRESH_SECONDS``;
 - the rollup runs before retention, so a day is in ``daily_stats`` before its events can go
   (retention also seals it itself);
-- every step is safe to run in several processes at once, so each worker runs it; a failing step
-  is logged and tried again at the next round, never stopping the worker.
+- every step is safe to run in several processes at once, so each worker runs it (the recount
+  is skipped where another process has just made it); a failing step is logged and tried again
+  at the next round, never stopping the worker.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ async def refresh_counts(engine: AsyncEngine) -> None:
     """Recount accounts per state and MAU into ``stats_counts`` (failures logged, not raised)."""
     try:
         async with engine.begin() as conn:
-            await counts.refresh_counts(conn)
+            await counts.refresh_if_due(conn)
     except Exception as exc:
         log.warning("account counts not refreshed: %s", _describe(exc))
 
