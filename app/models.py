@@ -50,6 +50,18 @@ sa.Index(
     users.c.updated_at,
     postgresql_where=users.c.is_anonymous,
 )
+sa.Index(
+    "ix_users_registered_updated_at",
+    users.c.updated_at,
+    postgresql_include=["id"],
+    postgresql_where=sa.text("NOT is_anonymous"),
+)
+sa.Index(
+    "ix_users_pending_until",
+    users.c.pending_until,
+    postgresql_include=["id", "updated_at"],
+    postgresql_where=sa.text("is_anonymous AND pending_email IS NOT NULL"),
+)
 
 signing_keys = sa.Table(
     "signing_keys",
@@ -86,6 +98,9 @@ link_tokens = sa.Table(
     sa.Column("expires_at", TS, nullable=False),
     sa.Column("used_at", TS),
     sa.CheckConstraint("purpose IN ('setup', 'reset')", name="purpose"),
+)
+sa.Index(
+    "ix_link_tokens_ended_at", sa.func.coalesce(link_tokens.c.used_at, link_tokens.c.expires_at)
 )
 
 events = sa.Table(
@@ -126,4 +141,47 @@ sa.Index(
     "ix_outbox_due",
     outbox.c.next_attempt_at,
     postgresql_where=sa.text("sent_at IS NULL AND failed_at IS NULL"),
+)
+sa.Index(
+    "ix_outbox_sent_at",
+    outbox.c.sent_at,
+    postgresql_where=sa.text("sent_at IS NOT NULL"),
+)
+sa.Index(
+    "ix_outbox_failed_at",
+    outbox.c.failed_at,
+    postgresql_include=["kind"],
+    postgresql_where=sa.text("failed_at IS NOT NULL"),
+)
+
+# UTC days of the funnel, rolled up from events up to ``rolled_until`` (app.lifecycle.rollup);
+# ``sealed`` once retention has begun removing that day's events.
+daily_stats = sa.Table(
+    "daily_stats",
+    metadata,
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("anonymous_created", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("conversions_started", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("converted", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("merged", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("culled", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("sealed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("rolled_until", TS, nullable=False),
+    sa.Column("rolled_at", TS, nullable=False, server_default=sa.func.now()),
+)
+
+# One row: accounts per state and this month's active accounts, recounted by the worker
+# (app.lifecycle.counts).
+stats_counts = sa.Table(
+    "stats_counts",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True, server_default="1"),
+    sa.Column("anonymous", sa.BigInteger, nullable=False),
+    sa.Column("pending", sa.BigInteger, nullable=False),
+    sa.Column("registered", sa.BigInteger, nullable=False),
+    sa.Column("mau_month", sa.Text, nullable=False),
+    sa.Column("mau_anonymous", sa.BigInteger, nullable=False),
+    sa.Column("mau_registered", sa.BigInteger, nullable=False),
+    sa.Column("refreshed_at", TS, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
 )

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     password_min_length: int = Field(8, ge=1, le=128)
     auto_migrate: bool | None = None
     run_worker: bool = True
+    event_retention_days: int = Field(400, ge=1, le=36500)
+    outbox_retention_days: int = Field(7, ge=1, le=36500)
     # Not in CONTRACT §3: how long a process trusts its cached signing keys before re-reading
     # them (a key rotated elsewhere is used and published within this); tests shorten it.
     key_cache_seconds: int = Field(60, ge=1, le=3600)

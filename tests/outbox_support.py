@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.outbox.claim import RetryPolicy
 from app.outbox.enqueue import enqueue_email
 from app.outbox.worker import OutboxWorker
-from app.platform.db import upgrade_to_head
+from app.platform.db import create_engine, upgrade_to_head
 from app.settings import Settings
 from tests.processes import free_port
 
@@ -60,6 +60,17 @@ async def private_database(server_url: str) -> AsyncIterator[str]:
         admin = await asyncpg.connect(server_url)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@asynccontextmanager
+async def private_engine(server_url: str) -> AsyncIterator[tuple[str, AsyncEngine]]:
+    """``private_database`` and an engine on it, disposed afterwards."""
+    async with private_database(server_url) as url:
+        engine = create_engine(url, pool_size=2)
+        try:
+            yield url, engine
+        finally:
+            await engine.dispose()
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:

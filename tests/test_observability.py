@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.lifecycle.counts import refresh_counts
 from app.lifecycle.cull import run_cull
 from app.platform.logs import (
     ConsoleFormatter,
@@ -122,6 +123,8 @@ async def test_account_and_outbox_gauges_match_the_database(
 ) -> None:
     _, client = await app_with()  # a fresh app: its first scrape reads the database
     await insert_guests(engine, 2)
+    async with engine.begin() as conn:
+        await refresh_counts(conn)  # as the worker does every 30 s
     text = (await client.get("/metrics")).text
     async with engine.connect() as conn:
         registered = await conn.scalar(sa.text("SELECT count(*) FROM users WHERE NOT is_anonymous"))

@@ -12,13 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.lifecycle.counts import refresh_counts, refresh_if_due
 from app.lifecycle.cull import run_cull
 from app.lifecycle.events import record_event
 from app.lifecycle.stats import collect_stats
-from app.platform.db import create_engine
-from tests.conftest import AppFactory, make_settings
+from tests.conftest import AppFactory, client_for, make_settings, running_app
 from tests.lifecycle_support import (
     ADMIN_KEY,
     FAR_CUTOFF_DAYS,
@@ -28,7 +29,7 @@ from tests.lifecycle_support import (
     insert_registered,
     new_guests,
 )
-from tests.outbox_support import private_database
+from tests.outbox_support import private_engine
 from tests.processes import clean_env, run
 
 FUNNEL = {
@@ -75,6 +76,13 @@ async def _make_activity(engine: AsyncEngine, client: httpx.AsyncClient, databas
     await run_cull(
         engine, make_settings(database_url), older_than_days=FAR_CUTOFF_DAYS, batch_size=2
     )
+    await recount(engine)
+
+
+async def recount(engine: AsyncEngine) -> None:
+    """What the worker does every 30 s: stats then read these counts."""
+    async with engine.begin() as conn:
+        await refresh_counts(conn)
 
 
 async def _direct_counts(engine: AsyncEngine) -> dict:
@@ -167,20 +175,16 @@ async def test_daily_is_thirty_zero_filled_days_ending_today(admin: httpx.AsyncC
 async def test_culled_counts_accounts_not_events(server_url: str) -> None:
     # A database of its own: a culler elsewhere in the run (a worker's start-up cull) would
     # otherwise take some of these rows and change the batch count this test relies on.
-    async with private_database(server_url) as url:
-        engine = create_engine(url, pool_size=2)
-        try:
-            async with engine.connect() as conn:
-                before = (await collect_stats(conn))["daily"][-1]["culled"]
-            await insert_guests(engine, 5, days_ago=FAR_PAST_DAYS)
-            result = await run_cull(
-                engine, make_settings(url), older_than_days=FAR_CUTOFF_DAYS, batch_size=2
-            )
-            assert result["batches"] == 3 and result["deleted"] == 5
-            async with engine.connect() as conn:
-                after = (await collect_stats(conn))["daily"][-1]["culled"]
-        finally:
-            await engine.dispose()
+    async with private_engine(server_url) as (url, engine):
+        async with engine.connect() as conn:
+            before = (await collect_stats(conn))["daily"][-1]["culled"]
+        await insert_guests(engine, 5, days_ago=FAR_PAST_DAYS)
+        result = await run_cull(
+            engine, make_settings(url), older_than_days=FAR_CUTOFF_DAYS, batch_size=2
+        )
+        assert result["batches"] == 3 and result["deleted"] == 5
+        async with engine.connect() as conn:
+            after = (await collect_stats(conn))["daily"][-1]["culled"]
     assert after - before == 5
 
 
@@ -208,3 +212,68 @@ async def test_stats_command_prints_the_same_json_as_the_endpoint(
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.strip().splitlines()) == 1
     assert json.loads(done.stdout) == from_api
+
+
+async def _users_and_gauges(url: str) -> tuple[dict, dict, str]:
+    """``users`` of the stats, the account gauges of a fresh app's first scrape, and its text."""
+    settings = make_settings(url, admin_api_key=ADMIN_KEY)
+    async with running_app(settings) as app, client_for(app) as client:
+        stats = (await client.get("/v1/admin/stats", headers=admin_headers())).json()
+        text = (await client.get("/metrics")).text
+    gauges = {
+        s.labels["state"]: int(s.value)
+        for family in text_string_to_metric_families(text)
+        if family.name == "anonid_accounts"
+        for s in family.samples
+    }
+    return stats["users"], gauges, text
+
+
+async def test_stats_and_metrics_read_the_refreshed_counts_never_older_than_45_seconds(
+    server_url: str,
+) -> None:
+    async with private_engine(server_url) as (url, engine):
+        await insert_guests(engine, 3)
+        await insert_registered(engine)
+        await recount(engine)
+        first = {"anonymous": 3, "pending": 0, "registered": 1}
+        users, gauges, text = await _users_and_gauges(url)
+        assert users == gauges == first
+        assert "recounted by the worker every 30 s: at most 60 s old" in text
+
+        # Written since the last recount: not seen until the next one.
+        await insert_guests(engine, 2)
+        users, gauges, _ = await _users_and_gauges(url)
+        assert users == gauges == first
+        await recount(engine)
+        users, gauges, _ = await _users_and_gauges(url)
+        assert users == gauges == {"anonymous": 5, "pending": 0, "registered": 1}
+
+        # No worker has recounted for 45 s: the request counts for itself.
+        await insert_guests(engine, 1)
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE stats_counts SET refreshed_at = now() - interval '46 seconds'")
+            )
+        users, gauges, _ = await _users_and_gauges(url)
+        assert users == gauges == {"anonymous": 6, "pending": 0, "registered": 1}
+
+
+async def test_only_one_process_recounts_per_interval(server_url: str) -> None:
+    async with private_engine(server_url) as (_, engine):
+
+        async def worker_round() -> bool:
+            async with engine.begin() as conn:
+                return await refresh_if_due(conn)
+
+        assert await worker_round() is True
+        async with engine.connect() as conn:
+            first = await conn.scalar(sa.text("SELECT refreshed_at FROM stats_counts"))
+        # Another process's round a moment later finds the counts fresh and leaves them.
+        assert await worker_round() is False
+        async with engine.begin() as conn:
+            assert await conn.scalar(sa.text("SELECT refreshed_at FROM stats_counts")) == first
+            await conn.execute(
+                sa.text("UPDATE stats_counts SET refreshed_at = now() - interval '16 seconds'")
+            )
+        assert await worker_round() is True

@@ -27,7 +27,8 @@ from app.errors import AnonidError
 from app.lifecycle.addresses import email_key
 from app.lifecycle.cull import MAX_OLDER_THAN_DAYS, MIN_OLDER_THAN_DAYS, run_cull
 from app.lifecycle.privacy import erase_user
-from app.lifecycle.stats import collect_stats
+from app.lifecycle.rollup import MAX_DAYS
+from app.lifecycle.stats import DAYS, collect_stats
 from app.lifecycle.users import USER_COLUMNS, get_user, user_view
 
 _bearer = HTTPBearer(auto_error=False, description="The value of ANONID_ADMIN_API_KEY.")
@@ -109,7 +110,9 @@ def parse_user_id(value: str) -> UUID:
         raise AnonidError("not_found") from None
 
 
-# State rules match ``users.state_of``; pending = an unexpired conversion request.
+# State rules match ``users.state_of``; pending = an unexpired conversion request. Each filter is
+# served by an index (CONTRACT §12): the keyset walk of the primary key, the partial indexes on
+# updated_at (anonymous, registered) and on pending_until, the unique index on email.
 _STATE_FILTERS = {
     "registered": "NOT is_anonymous",
     "pending": "is_anonymous AND pending_email IS NOT NULL AND pending_until > now()",
@@ -122,14 +125,24 @@ def _list_statement(state: str | None, inactive: bool, email: bool, after: bool)
     if state is not None:
         where.append(_STATE_FILTERS[state])
     if inactive:
-        where.append("updated_at < now() - make_interval(days => :inactive_days)")
+        stale = "updated_at < now() - make_interval(days => :inactive_days)"
+        # Spelled per kind of account when no state narrows it, so the planner can walk the two
+        # partial indexes on updated_at (users has none on updated_at alone).
+        where.append(
+            stale if state else f"((is_anonymous AND {stale}) OR (NOT is_anonymous AND {stale}))"
+        )
     if email:
         where.append("email = :email")
     if after:
         where.append("id > :after")
     clause = " AND ".join(where) or "true"
     # Keyset on the UUIDv7 id: new accounts sort last, deletions never shift a page boundary.
-    return sa.text(f"SELECT {USER_COLUMNS} FROM users WHERE {clause} ORDER BY id LIMIT :limit")
+    # The page's ids are chosen first, so a filter's index that carries the id (INCLUDE) answers
+    # without visiting the rows it does not return; then only the page's rows are read.
+    return sa.text(
+        f"WITH page AS MATERIALIZED (SELECT id FROM users WHERE {clause} ORDER BY id LIMIT :limit)"
+        f" SELECT {USER_COLUMNS} FROM users WHERE id IN (SELECT id FROM page) ORDER BY id"
+    )
 
 
 @router.get(
@@ -224,7 +237,13 @@ def _cull_request(data: Any) -> CullRequest:
 @router.get(
     "/stats",
     summary="Accounts, the daily funnel, MAU and outbox depth",
-    responses={200: {"model": Stats}},
+    description="`users` and `mau` may lag writes by up to 60 seconds (the worker recounts them).",
+    responses={200: {"model": Stats}, **responses("invalid_request")},
 )
-async def stats(conn: AsyncConnection = Transaction) -> Response:
-    return json_response(await collect_stats(conn))
+async def stats(
+    conn: AsyncConnection = Transaction,
+    days: int = Query(
+        DAYS, ge=1, le=MAX_DAYS, description="How many UTC days `daily` lists, today included."
+    ),
+) -> Response:
+    return json_response(await collect_stats(conn, days))

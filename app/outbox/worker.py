@@ -1,4 +1,5 @@
-"""The outbox worker: delivers emails and webhooks, and runs the scheduled cull.
+"""The outbox worker: delivers emails and webhooks, runs the scheduled cull and housekeeping
+(retention, the daily stats rollup and the account counts: ``housekeeping.py``).
 
 Guarantees:
 - wakes on ``NOTIFY anonid_outbox`` (sent by a trigger when a row commits) through its own asyncpg
@@ -41,6 +42,7 @@ from app.outbox.claim import (
     schedule_retry,
     seconds_until_due,
 )
+from app.outbox.housekeeping import housekeeping_loop
 from app.outbox.mail import SmtpSender, SmtpTarget
 from app.outbox.webhooks import send_webhook, webhook_client
 from app.platform import metrics
@@ -118,6 +120,10 @@ class OutboxWorker:
                 group.create_task(self._deliver_loop(), name="anonid-outbox-deliver")
                 if self.cull_enabled:
                     group.create_task(self._cull_loop(), name="anonid-cull")
+                # Retention, the daily rollup and the account counts (housekeeping.py).
+                group.create_task(
+                    housekeeping_loop(self.engine, self.settings), name="anonid-housekeeping"
+                )
         finally:
             await self._stop()
 

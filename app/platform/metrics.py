@@ -1,8 +1,9 @@
 """Prometheus metrics, exposed at ``GET /metrics`` in the text format.
 
-Counters and histograms live in this process. Gauges that describe the database (accounts by
-state, outbox depth and failures) are computed at scrape time by one query, cached for
-``DB_GAUGE_SECONDS`` so frequent scrapes cost nothing.
+Counters and histograms live in this process. Gauges that describe the database are read at
+scrape time, cached for ``DB_GAUGE_SECONDS`` so frequent scrapes cost nothing, and never scan a
+table: accounts by state come from the counts the worker refreshes (``app.lifecycle.counts``, at
+most 60 s old), outbox depth and failures from their partial indexes.
 
 Processes: a single process keeps its series in memory. ``serve --workers N`` points every worker
 at one fresh ``PROMETHEUS_MULTIPROC_DIR`` (removed at exit; an operator may set their own), and
@@ -39,6 +40,8 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _multiprocess
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.lifecycle.counts import MAX_LAG_SECONDS, REFRESH_SECONDS, read_counts
+
 log = logging.getLogger("anonid.metrics")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -57,7 +60,8 @@ REQUEST_SECONDS = Histogram(
 )
 ACCOUNTS = Gauge(
     "anonid_accounts",
-    "Accounts by state (anonymous, pending, registered).",
+    "Accounts by state (anonymous, pending, registered), recounted by the worker every"
+    f" {REFRESH_SECONDS:.0f} s: at most {MAX_LAG_SECONDS} s old.",
     ["state"],
     multiprocess_mode="mostrecent",
 )
@@ -84,27 +88,19 @@ RATE_LIMITED = Counter("anonid_rate_limited", "Requests refused with 429 rate_li
 STATES = ("anonymous", "pending", "registered")
 KINDS = ("email", "webhook")
 
-# One scan of each table; "pending" matches ``users.state_of``.
-_DB_GAUGES = sa.text(
+# Served by the partial indexes ix_outbox_due and ix_outbox_failed_at: the rows counted, never
+# the delivered ones the table mostly holds.
+_OUTBOX_GAUGES = sa.text(
     """
-WITH u AS (
-    SELECT
-        count(*) FILTER (WHERE NOT is_anonymous) AS registered,
-        count(*) FILTER (WHERE is_anonymous AND pending_email IS NOT NULL
-                         AND pending_until > now()) AS pending,
-        count(*) FILTER (WHERE is_anonymous) AS anonymous_all
-    FROM users
-), o AS (
-    SELECT
-        count(*) FILTER (WHERE kind = 'email' AND sent_at IS NULL AND failed_at IS NULL)
-            AS email_pending,
-        count(*) FILTER (WHERE kind = 'webhook' AND sent_at IS NULL AND failed_at IS NULL)
-            AS webhook_pending,
-        count(*) FILTER (WHERE kind = 'email' AND failed_at IS NOT NULL) AS email_failed,
-        count(*) FILTER (WHERE kind = 'webhook' AND failed_at IS NOT NULL) AS webhook_failed
-    FROM outbox
-)
-SELECT u.anonymous_all - u.pending AS anonymous, u.pending, u.registered, o.* FROM u, o
+SELECT p.*, f.* FROM (
+    SELECT count(*) FILTER (WHERE kind = 'email') AS email_pending,
+           count(*) FILTER (WHERE kind = 'webhook') AS webhook_pending
+    FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL
+) AS p, (
+    SELECT count(*) FILTER (WHERE kind = 'email') AS email_failed,
+           count(*) FILTER (WHERE kind = 'webhook') AS webhook_failed
+    FROM outbox WHERE failed_at IS NOT NULL
+) AS f
 """
 )
 
@@ -129,12 +125,13 @@ class DatabaseGauges:
             return
         try:
             async with self.engine.connect() as conn:
-                row = (await conn.execute(_DB_GAUGES)).one()
+                accounts = await read_counts(conn)
+                row = (await conn.execute(_OUTBOX_GAUGES)).one()
         except Exception as exc:  # a scrape must not fail because the database does
             log.warning("metrics: database gauges not refreshed: %s", type(exc).__name__)
             return
         for state in STATES:
-            ACCOUNTS.labels(state).set(getattr(row, state))
+            ACCOUNTS.labels(state).set(accounts[state])
         for kind in KINDS:
             OUTBOX_PENDING.labels(kind).set(getattr(row, f"{kind}_pending"))
             OUTBOX_FAILED.labels(kind).set(getattr(row, f"{kind}_failed"))
