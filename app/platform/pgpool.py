@@ -11,8 +11,9 @@ Guarantees of the hot pool (``HotPool``):
   checked out of the process's one engine (``app.platform.db``), so requests of every kind share
   ``ANONID_DATABASE_POOL_SIZE`` connections;
 - a connection that is free is checked out without a greenlet or a timer (a synchronous checkout
-  of SQLAlchemy's pool); otherwise the engine's checkout waits at most ``ACQUIRE_TIMEOUT`` (then
-  503, not a hung request) and opens a connection where a slot has none;
+  of SQLAlchemy's pool); when every connection is busy, it waits in the pool's own line (the same
+  line as the engine's checkouts) for at most ``ACQUIRE_TIMEOUT``, then 503, not a hung request;
+  a slot with no connection yet is opened by the engine's checkout;
 - a connection lost with the server, or whose statement failed other than by an error
   PostgreSQL answered, is invalidated (the pool opens a new one), so a PostgreSQL restart heals
   without restarting the service;
@@ -25,6 +26,7 @@ Guarantees of the hot pool (``HotPool``):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
@@ -35,6 +37,7 @@ from sqlalchemy.exc import MissingGreenlet
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
+from app.platform import db
 from app.platform.db import driver_dsn
 
 __all__ = ["Db", "HotPool", "Statement", "driver_dsn", "fetchrow", "row_mapping"]
@@ -69,13 +72,21 @@ class HotPool:
         self.busy = 0  # statements holding or awaiting a connection
 
     async def _checkout(self) -> PoolProxiedConnection:
+        pool = self._pool
+        line = pool._pool._queue  # type: ignore[attr-defined]  # asyncio.Queue of idle records
+        idle = line._queue
+        if not idle and pool._overflow >= pool._max_overflow:
+            # Every connection exists and is busy: wait in the pool's own line (first come, first
+            # served with the engine's checkouts), without the greenlet and task of the engine's
+            # wait, then put the record back at the head for the checkout below to take.
+            async with asyncio.timeout(db.ACQUIRE_TIMEOUT):
+                idle.appendleft(await line.get())
         # A free connection is taken synchronously: no greenlet is needed unless the slot must
         # (re)connect, which only the engine's own checkout can do. The pool hands out its idle
         # connections first in, first out; one without a connection (invalidated) is left to it.
-        idle = self._pool._pool._queue._queue  # type: ignore[attr-defined]
         if idle and idle[0].dbapi_connection is not None:
             try:
-                return self._pool.connect()
+                return pool.connect()
             except MissingGreenlet:  # the whole pool was invalidated after a lost connection
                 pass
         return await self.engine.raw_connection()
