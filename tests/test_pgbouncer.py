@@ -21,7 +21,8 @@ import httpx
 import psutil
 import pytest
 
-from app.platform.db import resolve_topology
+from app.lifecycle.cull import run_cull
+from app.platform.db import CULL_LOCK, create_engine, resolve_topology
 from tests.conftest import make_settings
 from tests.fault_support import PASSWORD, Worker, base_env, fetch, new_guest, serve
 from tests.mailserver import MailServer, links_in
@@ -68,6 +69,37 @@ async def test_a_pooler_is_recognised_by_its_cancel_key_or_by_a_different_direct
     assert paired.direct_url.endswith(urlsplit(database.direct).path)
     plain = await resolve_topology(make_settings(database.direct), database.direct)
     assert not plain.pooled and plain.direct_url == plain.url
+
+
+async def test_one_cull_runs_at_a_time_through_the_pooler_without_a_direct_url(
+    database: Database, tmp_path: Path
+) -> None:
+    assert run(["migrate"], tmp_path, base_env(database.pooled, "smtp://x:1", 8000)).returncode == 0
+    stale = await fetch(
+        database.direct,
+        "INSERT INTO users (id, username, is_anonymous, data, created_at, updated_at) "
+        "VALUES (gen_random_uuid(), 'stale-' || md5(random()::text), true, '{}', "
+        "now() - interval '90 days', now() - interval '90 days') RETURNING id",
+    )
+    settings = make_settings(database.pooled)
+    engine = create_engine(database.pooled, pool_size=2)
+    # Another culler, somewhere, holds the lock in its transaction (through the pooler too).
+    other = await asyncpg.connect(database.pooled, statement_cache_size=0)
+    try:
+        await other.execute("BEGIN")
+        assert await other.fetchval("SELECT pg_try_advisory_xact_lock($1)", CULL_LOCK)
+        skipped = await run_cull(engine, settings)
+        assert skipped["deleted"] == 0 and skipped["batches"] == 0
+        assert await fetch(database.direct, "SELECT 1 FROM users WHERE id = $1", stale[0]["id"])
+        await other.execute("ROLLBACK")
+        # Its transaction over, the lock is free again: nothing held it on a pooled connection.
+        culled = await run_cull(engine, settings)
+        assert culled["deleted"] >= 1
+        assert not await fetch(database.direct, "SELECT 1 FROM users WHERE id = $1", stale[0]["id"])
+        assert (await run_cull(engine, settings))["deleted"] == 0  # and again, no leftover lock
+    finally:
+        await other.close()
+        await engine.dispose()
 
 
 def _env(database: Database, mail: MailServer, port: int, direct: bool, **extra: str) -> dict:
