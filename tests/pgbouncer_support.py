@@ -8,6 +8,7 @@ exactly what this suite exists to prevent.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -55,6 +56,17 @@ def _server_address(server_url: str) -> tuple[str, int, str]:
     return host, parts.port or 5432, parts.username or "postgres"
 
 
+def _unprivileged_user(host: str) -> str:
+    """Who PgBouncer runs as when the tests run as root (it refuses root): the owner of the
+    server's socket directory when it listens on one (the embedded server's data directory is
+    private to its owner), else nobody."""
+    if host.startswith("/"):
+        owner = pwd.getpwuid(os.stat(host).st_uid).pw_name
+        if owner != "root":
+            return owner
+    return "nobody"
+
+
 @contextmanager
 def pgbouncer(server_url: str, *, pool_size: int = 20) -> Iterator[Bouncer]:
     """PgBouncer in transaction mode in front of ``server_url``'s server (every database)."""
@@ -85,7 +97,7 @@ query_timeout = 60
         (workdir / name).chmod(0o644)
     args = [program, str(workdir / "pgbouncer.ini")]
     if os.geteuid() == 0:
-        args[1:1] = ["-u", "nobody"]
+        args[1:1] = ["-u", _unprivileged_user(host)]
     log = (workdir / "pgbouncer.log").open("w")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     try:
