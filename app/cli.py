@@ -19,6 +19,8 @@ from app.platform.db import (
     create_engine,
     describe,
     ensure_reachable,
+    migration_url,
+    open_databases,
     resolve_database_url,
     upgrade_to_head,
 )
@@ -61,7 +63,7 @@ def _database(settings: Settings, *, migrate: bool | None = None) -> str:
     try:
         asyncio.run(ensure_reachable(url))
         if settings.should_auto_migrate if migrate is None else migrate:
-            upgrade_to_head(url)
+            upgrade_to_head(migration_url(settings, url))
         asyncio.run(check_database(url))
     except DatabaseError as exc:
         fail(str(exc))
@@ -154,18 +156,24 @@ def worker() -> None:
     url = _database(settings)
 
     async def go(smtp_url: str) -> None:
-        engine = create_engine(url, pool_size=4)
+        databases = await open_databases(settings, url)
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
         try:
-            await OutboxWorker(engine, settings, smtp_url=smtp_url).run()
+            await OutboxWorker(
+                databases.engine,
+                settings,
+                smtp_url=smtp_url,
+                listen_url=databases.topology.direct_url,
+                lock_engine=databases.direct,
+            ).run()
         except asyncio.CancelledError:
             pass  # stopped by a signal, claims handed back
         finally:
-            await engine.dispose()
+            await databases.dispose()
 
     with _mail_target(settings, "/dev/mail of `anonid serve`") as smtp_url:
         typer.echo("anonid: worker delivering the outbox; stop with Ctrl-C or SIGTERM", err=True)
@@ -240,17 +248,19 @@ def cull(
     url = _database(settings, migrate=False)
 
     async def go() -> dict[str, Any]:
-        engine = create_engine(url, pool_size=1)
+        # Two pooled connections: without a direct URL the lock holds one of them.
+        databases = await open_databases(settings, url, pool_size=2)
         try:
             return await run_cull(
-                engine,
+                databases.engine,
                 settings,
                 dry_run=dry_run,
                 older_than_days=older_than_days,
                 batch_size=batch_size,
+                lock_engine=databases.direct,
             )
         finally:
-            await engine.dispose()
+            await databases.dispose()
 
     typer.echo(orjson.dumps(_run(go)).decode())
 

@@ -19,11 +19,11 @@ from app.api import privacy as privacy_api
 from app.api.hot import HotPaths
 from app.outbox.smtputf8 import Smtputf8Support
 from app.platform.catcher import caught_mail_dir, effective_smtp_url
-from app.platform.db import RESOLVED_URL_ENV, create_engine, resolve_database_url
+from app.platform.db import RESOLVED_URL_ENV, open_databases, resolve_database_url
 from app.platform.logs import configure_logging
 from app.platform.middleware import CORS, RequestGuard
 from app.platform.observability import RequestObserver
-from app.platform.pgpool import create_pool
+from app.platform.pgpool import HotPool
 from app.platform.ratelimit import RateLimiter
 from app.server_secrets import load_server_secrets
 from app.services import Services
@@ -31,10 +31,6 @@ from app.sessions import CookieJar, KeyRing, ensure_signing_key
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("anonid")
-
-# With fewer connections than wrk's 32 concurrent requests, waiting for one widened the latency
-# spread: p99 88-126 ms with 10, 42-50 ms with 16 (bench/NOTES.md).
-HOT_POOL_SIZE = 16
 
 
 async def _refresh_keys(keys: KeyRing) -> None:
@@ -70,23 +66,26 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
-        # 6 + 4 + 16 connections per worker, none of them overflow (see create_engine): requests
-        # hold theirs for one transaction, and the hot paths for one statement only.
-        engine = create_engine(url, pool_size=6)
-        # Its own engine, not engine.execution_options(): an option engine carries a connect
-        # event that puts every statement through SQLAlchemy's event dispatch.
-        autocommit = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=4)
-        async with engine.begin() as conn:
-            await ensure_signing_key(conn)
-            server_secrets = await load_server_secrets(conn)
-        pool = await create_pool(url, HOT_POOL_SIZE)
+        # One pool for every kind of request, none of its connections overflow (see
+        # create_engine): requests hold theirs for one transaction, the hot paths for one statement.
+        databases = await open_databases(settings, url)
+        engine = databases.engine
+        try:
+            async with engine.begin() as conn:
+                await ensure_signing_key(conn)
+                server_secrets = await load_server_secrets(conn)
+        except BaseException:
+            await databases.dispose()
+            raise
+        pool = HotPool(engine)
         keys = KeyRing(settings, engine)
         await keys.load()
         services = Services(
             settings=settings,
             engine=engine,
-            autocommit=autocommit,
             pool=pool,
+            topology=databases.topology,
+            direct=databases.direct,
             keys=keys,
             cookies=cookies,
             server_secrets=server_secrets,
@@ -101,7 +100,13 @@ def create_app(
         if settings.run_worker:
             from app.outbox.worker import OutboxWorker
 
-            worker = OutboxWorker(engine, settings, smtp_url=effective_smtp_url(settings))
+            worker = OutboxWorker(
+                engine,
+                settings,
+                smtp_url=effective_smtp_url(settings),
+                listen_url=databases.topology.direct_url,
+                lock_engine=databases.direct,
+            )
             tasks.append(asyncio.create_task(worker.run(), name="anonid-worker"))
         if freeze_heap:
             # After the pools, keys, worker and limiter exist: they live as long as the process.
@@ -115,8 +120,7 @@ def create_app(
             await services.extras["limiter"].close()
             await smtputf8.close()
             await pool.close()
-            await autocommit.dispose()
-            await engine.dispose()
+            await databases.dispose()
 
     app = FastAPI(
         telemetry=_fastapi_telemetry(),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.platform.db import Topology, single_statement
 from app.platform.pgpool import HotPool
 from app.server_secrets import ServerSecrets
 from app.sessions import CookieJar, KeyRing
@@ -16,10 +18,17 @@ from app.settings import Settings
 @dataclass
 class Services:
     settings: Settings
-    engine: AsyncEngine  # transactional: BEGIN … COMMIT around multi-statement requests
-    autocommit: AsyncEngine  # its own pool; one statement is one transaction (one round trip)
-    pool: HotPool  # the hot paths' statements (app.platform.pgpool), each its own transaction
+    # The one pool (ANONID_DATABASE_URL, ANONID_DATABASE_POOL_SIZE): transactions (BEGIN … COMMIT),
+    # single statements (`single_statement`) and, through `pool`, the hot paths.
+    engine: AsyncEngine
+    pool: HotPool  # the hot paths' statements (app.platform.pgpool) on the engine's connections
+    topology: Topology
+    direct: AsyncEngine | None  # one direct connection, for the cull's lock (app.platform.db)
     keys: KeyRing
     cookies: CookieJar
     server_secrets: ServerSecrets  # app.server_secrets: keys shared by every process
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def single_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection of the one pool on which each statement is its own transaction."""
+        return single_statement(self.engine)

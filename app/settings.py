@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     )
 
     database_url: str | None = None
+    # A direct (unpooled) connection for migrations, LISTEN and the cull's lock, when
+    # database_url points at a transaction pooler (CONTRACT §12); unset: database_url.
+    database_direct_url: str | None = None
+    database_pool_size: int = Field(10, ge=1, le=1000)
     data_dir: Path = Path(".anonid")
     smtp_url: str | None = None
     mail_from: str = "anonid <no-reply@localhost>"
@@ -82,7 +86,7 @@ class Settings(BaseSettings):
             raise ValueError("must contain {token}")
         return v
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_direct_url")
     @classmethod
     def _database_url(cls, v: str | None) -> str | None:
         if v is None or v == "":

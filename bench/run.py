@@ -110,6 +110,9 @@ class Bench:
             # The runner culls when it measures the cull, not the scheduler.
             "ANONID_CULL_INTERVAL_MINUTES": "0",
             "ANONID_SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}",
+            # As many connections as the yardstick's pool (max_size=20): with fewer, concurrent
+            # writes share fewer commits (PostgreSQL flushes the WAL of waiting commits together).
+            "ANONID_DATABASE_POOL_SIZE": "20",
         }
 
     async def start_anonid(self, name: str, workers: int = 1) -> Server:

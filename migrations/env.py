@@ -1,8 +1,10 @@
 """Async Alembic environment.
 
 The URL comes from ``config.attributes["url"]`` (tests and ``anonid migrate`` pass it) or from the
-anonid settings, so plain ``alembic upgrade head`` from the repository root works too; with no
-``ANONID_DATABASE_URL`` it migrates the embedded PostgreSQL under ``ANONID_DATA_DIR``.
+anonid settings (``ANONID_DATABASE_DIRECT_URL`` when set, else ``ANONID_DATABASE_URL``), so plain
+``alembic upgrade head`` from the repository root works too; with neither it migrates the embedded
+PostgreSQL under ``ANONID_DATA_DIR``. All of a run is one transaction, and its lock is
+transaction-scoped, so it also works through a transaction pooler (with unnamed statements).
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from app.models import metadata
-from app.platform.db import MIGRATION_LOCK, async_url, create_engine, resolve_database_url
+from app.platform.db import (
+    MIGRATION_LOCK,
+    async_url,
+    create_engine,
+    migration_url,
+    resolve_database_url,
+)
 from app.settings import load_settings
 
 config = context.config
@@ -25,7 +33,8 @@ def _url() -> str:
     url = config.attributes.get("url")
     if url:
         return async_url(str(url))
-    return resolve_database_url(load_settings())
+    settings = load_settings()
+    return migration_url(settings, resolve_database_url(settings))
 
 
 def _run(connection: Connection) -> None:

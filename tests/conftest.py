@@ -106,6 +106,18 @@ def client_for(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
     )
 
 
+async def pool_backend_pids(application: FastAPI) -> list[int]:
+    """The PostgreSQL backends of the app's one pool, idle between requests (the hot paths and the
+    transactional ones share them)."""
+    pool = application.state.services.engine.sync_engine.pool
+    records = list(pool._pool._queue._queue)  # idle connections, in the pool's own queue
+    return [
+        int(r.driver_connection.get_server_pid())
+        for r in records
+        if r.driver_connection is not None
+    ]
+
+
 @pytest.fixture(scope="session")
 async def app(database_url: str) -> AsyncIterator[FastAPI]:
     async with running_app(make_settings(database_url)) as application:

@@ -42,7 +42,15 @@ def _depends(service: str) -> dict[str, str]:
 
 
 def test_compose_declares_the_whole_stack() -> None:
-    assert set(SERVICES) >= {"postgres", "mailpit", "migrate", "app", "worker", "storefront"}
+    assert set(SERVICES) >= {
+        "postgres",
+        "pgbouncer",
+        "mailpit",
+        "migrate",
+        "app",
+        "worker",
+        "storefront",
+    }
     assert {s: SERVICES[s]["command"][:2] for s in ("migrate", "app", "worker")} == {
         "migrate": ["anonid", "migrate"],
         "app": ["anonid", "serve"],
@@ -159,3 +167,29 @@ def test_compose_storefront_shares_anonid_host_and_is_an_allowed_origin() -> Non
     assert storefront["command"][:3] == ["python", "-m", "storefront"]
     assert (local / "storefront" / "__main__.py").is_file()
     assert "COPY examples ./examples" in DOCKERFILE
+
+
+def test_compose_puts_pgbouncer_in_transaction_mode_between_anonid_and_postgres() -> None:
+    bouncer = {k: str(v) for k, v in SERVICES["pgbouncer"]["environment"].items()}
+    assert bouncer["POOL_MODE"] == "transaction"
+    assert urlsplit(bouncer["DATABASE_URL"]).hostname == "postgres"
+    assert _depends("pgbouncer") == {"postgres": "service_healthy"}
+    listen = int(bouncer["LISTEN_PORT"])
+    for service in ("migrate", "app", "worker"):
+        env = _env(service)
+        pooled, direct = (
+            urlsplit(env["ANONID_DATABASE_URL"]),
+            urlsplit(env["ANONID_DATABASE_DIRECT_URL"]),
+        )
+        assert (pooled.hostname, pooled.port) == ("pgbouncer", listen), service
+        # Migrations, LISTEN and the cull's lock need a session of their own.
+        assert (direct.hostname, direct.port) == ("postgres", 5432), service
+        assert pooled.path == direct.path
+    for service in ("app", "worker"):
+        assert _depends(service)["pgbouncer"] == "service_started"
+    # Every process's pooled connections fit the pooler's client limit; the pooler's server
+    # connections and two direct ones per process fit PostgreSQL's default of 100.
+    processes = ("app", "worker")
+    pool_sizes = [int(_env(s)["ANONID_DATABASE_POOL_SIZE"]) for s in processes]
+    assert sum(pool_sizes) <= int(bouncer["MAX_CLIENT_CONN"])
+    assert int(bouncer["DEFAULT_POOL_SIZE"]) + 2 * len(processes) + 1 < 100

@@ -379,7 +379,7 @@ class _PoolWatchingHasher(PasswordHasher):
 
     def _note(self) -> None:
         svc = self.services
-        self.held.append(svc.engine.pool.checkedout() + svc.autocommit.pool.checkedout())
+        self.held.append(svc.engine.pool.checkedout())
 
     def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
         self._note()

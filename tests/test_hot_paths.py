@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.api.hot import HANDLERS, HotPaths
 from app.main import create_app
 from app.platform.pgpool import Statement, driver_dsn
-from tests.conftest import BASE_URL, AppFactory, make_settings
+from tests.conftest import BASE_URL, AppFactory, make_settings, pool_backend_pids
 
 
 async def bearer_guest(client: httpx.AsyncClient) -> dict[str, str]:
@@ -140,8 +140,7 @@ async def test_hot_pool_connections_killed_by_the_server_are_replaced_never_answ
 
     assert set(await wave()) == {200}  # the pool now holds several connections
     # Only this app's hot-pool backends: other tests' apps share the database.
-    holders = application.state.services.pool.pool._holders
-    pids = [h._con.get_server_pid() for h in holders if h._con is not None]
+    pids = await pool_backend_pids(application)
     killer = await asyncpg.connect(driver_dsn(database_url))
     try:
         killed = await killer.fetchval(

@@ -13,10 +13,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-import app.main
-import app.platform.pgpool
+import app.platform.db
 from app.platform.pgpool import driver_dsn
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, pool_backend_pids
 from tests.test_hot_paths import bearer_guest
 
 Started = tuple[FastAPI, httpx.AsyncClient]
@@ -26,22 +25,21 @@ Started = tuple[FastAPI, httpx.AsyncClient]
 def one_connection(
     app_with: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Awaitable[Started]]:
-    """Start an app whose hot pool has one connection and limits of a second or so."""
+    """Start an app whose one pool has one connection and limits of a second or so."""
 
-    async def start(statement_timeout: int = 1) -> Started:
-        monkeypatch.setattr(app.main, "HOT_POOL_SIZE", 1)
-        monkeypatch.setattr(app.platform.pgpool, "STATEMENT_TIMEOUT", statement_timeout)
-        monkeypatch.setattr(app.platform.pgpool, "WATCHDOG_GRACE", 1)
-        return await app_with()
+    async def start(statement_timeout: int = 1, acquire_timeout: float = 5) -> Started:
+        monkeypatch.setattr(app.platform.db, "STATEMENT_TIMEOUT", statement_timeout)
+        monkeypatch.setattr(app.platform.db, "SILENT_SERVER_GRACE", 1)
+        monkeypatch.setattr(app.platform.db, "ACQUIRE_TIMEOUT", acquire_timeout)
+        return await app_with(database_pool_size=1)
 
     return start
 
 
-def _backend_pid(application: FastAPI) -> int:
-    holders = application.state.services.pool.pool._holders
-    pids = [h._con.get_server_pid() for h in holders if h._con is not None]
+async def _backend_pid(application: FastAPI) -> int:
+    pids = await pool_backend_pids(application)
     assert len(pids) == 1
-    return int(pids[0])
+    return pids[0]
 
 
 @pytest.fixture
@@ -73,7 +71,7 @@ async def test_a_statement_over_its_time_limit_is_cancelled_by_postgres_and_answ
 ) -> None:
     application, c = await one_connection()
     auth = await bearer_guest(c)
-    pid = _backend_pid(application)
+    pid = await _backend_pid(application)
     await _lock_user(locker, c, auth)
     try:
         _assert_unavailable(await c.patch("/v1/me/data", json={"a": 1}, headers=auth))
@@ -82,7 +80,7 @@ async def test_a_statement_over_its_time_limit_is_cancelled_by_postgres_and_answ
     # PostgreSQL answered (57014), so the connection was healthy and is kept; nothing was written.
     me = await c.get("/v1/me", headers=auth)
     assert me.status_code == 200 and me.json()["data"] == {}
-    assert _backend_pid(application) == pid
+    assert await _backend_pid(application) == pid
 
 
 async def test_a_server_that_stops_answering_loses_its_connection_and_the_pool_heals(
@@ -92,7 +90,7 @@ async def test_a_server_that_stops_answering_loses_its_connection_and_the_pool_h
     # on a server that stopped answering: only the client-side watchdog can end the wait.
     application, c = await one_connection(statement_timeout=0)
     auth = await bearer_guest(c)
-    pid = _backend_pid(application)
+    pid = await _backend_pid(application)
     await _lock_users_table(locker)
     try:
         waited = asyncio.get_running_loop().time()
@@ -101,7 +99,7 @@ async def test_a_server_that_stops_answering_loses_its_connection_and_the_pool_h
     finally:
         await locker.execute("ROLLBACK")
     assert (await c.get("/v1/me", headers=auth)).status_code == 200
-    assert _backend_pid(application) != pid  # replaced by a new connection
+    assert await _backend_pid(application) != pid  # replaced by a new connection
 
 
 async def test_a_request_waiting_for_a_busy_pool_gives_up_with_503(
@@ -109,10 +107,7 @@ async def test_a_request_waiting_for_a_busy_pool_gives_up_with_503(
     locker: asyncpg.Connection,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    application, c = await one_connection()
-    monkeypatch.setattr(
-        app.platform.pgpool, "ACQUIRE_TIMEOUT", 0.3
-    )  # shorter than the statement's 1 s
+    application, c = await one_connection(acquire_timeout=0.3)  # shorter than the statement's 1 s
     auth = await bearer_guest(c)
     await _lock_user(locker, c, auth)
     try:

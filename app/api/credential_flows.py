@@ -34,7 +34,7 @@ async def login_and_merge(
 ) -> tuple[Row[Any], str | None]:
     """Check the password, then fold in the guest of ``session``, if any: the account and
     ``merged_from`` (the guest's id) when a guest was merged."""
-    async with svc.autocommit.connect() as conn:
+    async with svc.single_statement() as conn:
         account = await credentials.find_account(conn, email)
     rehash = await credentials.check_login(account, password)
     assert account is not None  # check_login refuses a missing account
@@ -55,7 +55,7 @@ async def change_password(
 ) -> Row[Any]:
     """Replace the password of the session's account after checking the current one, rate
     limited like login (per client IP and per the account's address)."""
-    async with svc.autocommit.connect() as conn:
+    async with svc.single_statement() as conn:
         account = await credentials.registered_account(conn, session.claims.sub, session.claims.sv)
     await limit_credentials(request, svc, account.email)
     new_hash = await credentials.check_password_change(
@@ -70,7 +70,7 @@ async def redeem_with_password(
 ) -> Row[Any]:
     """Finish a setup or reset link with a new password. A dead link is refused before any
     hashing, so an unauthenticated caller cannot make the server hash for nothing."""
-    async with svc.autocommit.connect() as conn:
+    async with svc.single_statement() as conn:
         await peek_link_token(conn, token, purpose)
     password_hash = await hash_password(check_policy(password, svc.settings.password_min_length))
     async with svc.engine.begin() as conn:

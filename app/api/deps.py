@@ -30,7 +30,7 @@ async def _transaction(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 async def _autocommit(request: Request) -> AsyncIterator[AsyncConnection]:
-    async with services(request).autocommit.connect() as conn:
+    async with services(request).single_statement() as conn:
         yield conn
 
 

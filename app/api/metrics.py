@@ -21,7 +21,7 @@ async def prometheus(request: Request) -> Response:
     svc = services(request)
     gauges = svc.extras.get("metrics_gauges")
     if gauges is None:
-        gauges = svc.extras["metrics_gauges"] = metrics.DatabaseGauges(svc.autocommit)
+        gauges = svc.extras["metrics_gauges"] = metrics.DatabaseGauges(svc.engine)
     await gauges.refresh()
     return Response(
         metrics.exposition(),

@@ -26,7 +26,7 @@ async def healthz() -> Response:
 )
 async def readyz(request: Request) -> Response:
     try:
-        async with services(request).autocommit.connect() as conn:
+        async with services(request).single_statement() as conn:
             revision = await current_revision(conn)
     except Exception:
         return error_response("not_ready", "The database does not answer.", {"Retry-After": "2"})

@@ -328,7 +328,7 @@ async def _password_form(request: Request, purpose: Purpose, token: str) -> Resp
     svc = services(request)
     csrf = await Csrf.of(request, svc)
     try:
-        async with svc.autocommit.connect() as conn:
+        async with svc.single_statement() as conn:
             target = await peek_link_token(conn, token, purpose)
     except AnonidError as exc:
         return _password_page(

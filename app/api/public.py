@@ -94,7 +94,7 @@ async def put_data(request: Request) -> Response:
     svc = services(request)
     await hot.limit_data_writes(svc, session.claims.sub)
     data = await raw_json(request)
-    async with svc.autocommit.connect() as conn:
+    async with svc.single_statement() as conn:
         stored = await anonymous.replace_data(
             conn, session.claims.sub, session.claims.sv, data, svc.settings.data_max_bytes
         )

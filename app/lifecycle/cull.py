@@ -6,8 +6,12 @@ Guarantees:
   are skipped, and the guard is re-checked on the row the DELETE actually removes);
 - each batch is its own short transaction, writing one ``user.culled`` event with exactly the
   batch's deleted ids (in the same statement as the DELETE);
-- one culler runs at a time across every process on the database (a session-level advisory lock);
-  a second one returns at once with ``deleted == 0`` and logs why;
+- one culler runs at a time across every process on the database: an advisory lock held for the
+  whole run by a transaction of its own on a second connection (``lock_engine``: the direct one
+  when configured, else a pooled one; transaction-scoped, so it works through a transaction pooler
+  and can never stay behind on a pooled connection). Each batch first checks that this
+  transaction is still open, so a culler whose lock connection died stops. A second culler
+  returns at once with ``deleted == 0`` and logs why;
 - link tokens and emails of culled accounts go with them (``ON DELETE CASCADE``).
 
 Two walks, chosen per run from the stale count (served by the partial index) and the table's size:
@@ -52,9 +56,9 @@ MIN_OLDER_THAN_DAYS = 1
 MAX_OLDER_THAN_DAYS = 36_500
 
 _TRY_LOCK = sa.text(
-    "SELECT pg_try_advisory_lock(:key) AS got, now() - make_interval(days => :days) AS cutoff"
+    "SELECT pg_try_advisory_xact_lock(:key) AS got, now() - make_interval(days => :days) AS cutoff"
 )
-_UNLOCK = sa.text("SELECT pg_advisory_unlock(:key)")
+_STILL_HELD = sa.text("SELECT 1")
 
 # Served by the partial index ix_users_anonymous_updated_at (is_anonymous is its predicate).
 _COUNT = sa.text("SELECT count(*) FROM users WHERE is_anonymous AND updated_at < :cutoff")
@@ -211,10 +215,13 @@ async def run_cull(
     dry_run: bool = False,
     older_than_days: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    lock_engine: AsyncEngine | None = None,
 ) -> dict[str, Any]:
     """Cull now; returns ``{"cutoff", "matched", "deleted", "batches", "dry_run"}``.
 
-    ``older_than_days`` defaults to ``ANONID_CULL_AFTER_DAYS``; ``dry_run`` only counts.
+    ``older_than_days`` defaults to ``ANONID_CULL_AFTER_DAYS``; ``dry_run`` only counts. The run
+    holds two connections: one of ``lock_engine`` (default: ``engine``) for the lock, one of
+    ``engine`` for the batches.
     """
     days = settings.cull_after_days if older_than_days is None else older_than_days
     if not MIN_OLDER_THAN_DAYS <= days <= MAX_OLDER_THAN_DAYS:
@@ -224,21 +231,25 @@ async def run_cull(
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
 
-    async with engine.connect() as conn:
-        row = (await conn.execute(_TRY_LOCK, {"key": CULL_LOCK, "days": days})).one()
-        await conn.commit()
+    # The lock's transaction stays open (idle, holding no snapshot) while the batches commit on
+    # another connection; ending it, however the run ends, releases the lock.
+    async with (lock_engine or engine).connect() as holder, holder.begin():
+        row = (await holder.execute(_TRY_LOCK, {"key": CULL_LOCK, "days": days})).one()
         cutoff: datetime = row.cutoff
         if not row.got:
             log.info("cull skipped: another culler holds the cull lock")
             return _result(cutoff, matched=0, deleted=0, batches=0, dry_run=dry_run)
-        try:
-            return await _cull_locked(conn, settings, cutoff, dry_run, batch_size)
-        finally:
-            await _release(conn)
+        async with engine.connect() as conn:
+            return await _cull_locked(conn, holder, settings, cutoff, dry_run, batch_size)
 
 
 async def _cull_locked(
-    conn: AsyncConnection, settings: Settings, cutoff: datetime, dry_run: bool, batch_size: int
+    conn: AsyncConnection,
+    holder: AsyncConnection,
+    settings: Settings,
+    cutoff: datetime,
+    dry_run: bool,
+    batch_size: int,
 ) -> dict[str, Any]:
     matched = int(await conn.scalar(_COUNT, {"cutoff": cutoff}) or 0)
     await conn.commit()
@@ -252,6 +263,7 @@ async def _cull_locked(
     after: datetime | None = None
     after_tid = (0, 0)  # ctid offsets start at 1: "after (0,0)" is the first page's first row
     while True:
+        await holder.execute(_STILL_HELD)  # raises if the lock's connection is gone
         async with conn.begin():
             if heap_walk:
                 count, after_tid = await _cull_heap_batch(
@@ -276,17 +288,3 @@ async def _cull_locked(
         "heap" if heap_walk else "index",
     )
     return _result(cutoff, matched=matched, deleted=deleted, batches=batches, dry_run=False)
-
-
-async def _release(conn: AsyncConnection) -> None:
-    # A pooled connection must never keep the session lock: unlock, or drop the connection.
-    try:
-        if conn.in_transaction():
-            await conn.rollback()
-        await conn.execute(_UNLOCK, {"key": CULL_LOCK})
-        await conn.commit()
-    except BaseException as exc:  # cancellation too: a half-released lock must not be pooled
-        log.warning("could not release the cull lock cleanly; discarding the connection")
-        await conn.invalidate()
-        if not isinstance(exc, Exception):
-            raise

@@ -3,9 +3,11 @@
 
 Guarantees:
 - wakes on ``NOTIFY anonid_outbox`` (sent by a trigger when a row commits) through its own asyncpg
-  connection, and on a timer (the next due time or lease end read from the outbox at start, after
-  each failed attempt and at least every ``poll_interval``), so a missed notification only delays
-  delivery;
+  connection to ``listen_url`` (a direct one: a transaction pooler cannot keep a ``LISTEN``), and on
+  a timer (the next due time or lease end read from the outbox at start, after each failed
+  attempt and at least every ``poll_interval``), so a missed notification only delays delivery;
+- with no ``listen_url`` (only a pooler is configured) it polls every ``POLL_WITHOUT_LISTEN``
+  seconds, so a queued email still leaves within 2 seconds;
 - runs up to ``concurrency`` deliveries at once and refills a freed slot at once: a row is claimed
   as soon as it is due and a slot is free, never held behind a slower delivery; it claims only as
   many rows as it has free slots, so no claimed row waits in this process while another worker
@@ -46,6 +48,7 @@ from app.outbox.housekeeping import housekeeping_loop
 from app.outbox.mail import SmtpSender, SmtpTarget
 from app.outbox.webhooks import send_webhook, webhook_client
 from app.platform import metrics
+from app.platform.db import driver_dsn
 from app.settings import Settings
 
 log = logging.getLogger("anonid.worker")
@@ -53,6 +56,10 @@ log = logging.getLogger("anonid.worker")
 CHANNEL = "anonid_outbox"
 MAX_BACKOFF = 30.0
 KEEPALIVE_SECONDS = 30.0
+# Without LISTEN, the delay between a commit and its delivery is at most this (plus the claim).
+POLL_WITHOUT_LISTEN = 1.0
+# listen_url's default: LISTEN through the engine's own URL (a direct connection).
+ENGINE_URL = "engine"
 
 
 def _describe(exc: BaseException) -> str:
@@ -79,8 +86,13 @@ class OutboxWorker:
         batch_size: int = 20,
         concurrency: int = 10,
         cull: bool = True,
+        listen_url: str | None = ENGINE_URL,
+        lock_engine: AsyncEngine | None = None,
     ) -> None:
         self.engine = engine
+        # Where LISTEN connects (None: nowhere, poll instead); the cull's lock (None: the engine).
+        self.listen_url = self._dsn() if listen_url == ENGINE_URL else listen_url
+        self.lock_engine = lock_engine
         self.settings = settings
         self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
         self.ssl_context = ssl_context
@@ -88,7 +100,9 @@ class OutboxWorker:
             SmtpSender(self.smtp, ssl_context=ssl_context, keep=concurrency) if self.smtp else None
         )
         self.policy = policy or RetryPolicy()
-        self.poll_interval = poll_interval
+        self.poll_interval = (
+            poll_interval if self.listen_url else min(poll_interval, POLL_WITHOUT_LISTEN)
+        )
         self.batch_size = batch_size
         self.cull_enabled = cull and settings.cull_interval_minutes > 0
         secret = settings.webhook_secret
@@ -116,7 +130,12 @@ class OutboxWorker:
         log.info("outbox worker started: emails to %s, kinds %s", where, ",".join(self.kinds))
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._listen_loop(), name="anonid-outbox-listen")
+                if self.listen_url:
+                    group.create_task(self._listen_loop(), name="anonid-outbox-listen")
+                else:
+                    log.info(
+                        "no direct database URL: polling the outbox every %ss", self.poll_interval
+                    )
                 group.create_task(self._deliver_loop(), name="anonid-outbox-deliver")
                 if self.cull_enabled:
                     group.create_task(self._cull_loop(), name="anonid-cull")
@@ -315,8 +334,7 @@ class OutboxWorker:
     # Wake-ups.
 
     def _dsn(self) -> str:
-        url = self.engine.url.set(drivername="postgresql")
-        return url.render_as_string(hide_password=False)
+        return driver_dsn(self.engine.url.render_as_string(hide_password=False))
 
     def _on_notify(self, *args: Any) -> None:
         self.wake()
@@ -326,7 +344,8 @@ class OutboxWorker:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._dsn(), timeout=5)
+                assert self.listen_url is not None
+                conn = await asyncpg.connect(driver_dsn(self.listen_url), timeout=5)
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
@@ -358,7 +377,7 @@ class OutboxWorker:
         interval = self.settings.cull_interval_minutes * 60
         while True:
             try:
-                result = await run_cull(self.engine, self.settings)
+                result = await run_cull(self.engine, self.settings, lock_engine=self.lock_engine)
                 if result["deleted"]:
                     log.info("scheduled cull deleted %s accounts", result["deleted"])
             except Exception as exc:

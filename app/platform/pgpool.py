@@ -1,4 +1,4 @@
-"""The hot paths' own asyncpg pool, and statements that run on it or on a SQLAlchemy connection.
+"""The hot paths' statements, and statements that run on the hot pool or a SQLAlchemy connection.
 
 A ``Statement`` is written once as SQLAlchemy text and compiled once, at import, for asyncpg
 (positional ``$n`` parameters in a fixed order). Domain functions take ``Db``: a SQLAlchemy
@@ -6,42 +6,43 @@ connection (the statement joins the caller's transaction) or the hot pool (the s
 own transaction, one round trip, without SQLAlchemy's execution layers, which cost the hot paths
 more than PostgreSQL did: ``bench/NOTES.md``).
 
-Guarantees of the pool (``HotPool``):
-- at most ``size`` connections, each opened when first needed and then kept (no churn);
-- a connection lost with the server is replaced on the next acquire, so a PostgreSQL restart
-  heals without restarting the service;
-- acquiring fails after 5 s when every connection stays busy (then 503, not a hung request);
-- a statement ends within about 30 s: PostgreSQL cancels it (``statement_timeout``, set once per
-  connection), and a connection whose server does not answer at all is closed by a watchdog
-  shortly after;
-- releasing a connection costs no round trip (see ``_keep_session``); a connection whose
-  statement failed other than by an error PostgreSQL answered is closed instead of reused;
+Guarantees of the hot pool (``HotPool``):
+- it holds no connections of its own: each statement runs on the asyncpg connection of one
+  checked out of the process's one engine (``app.platform.db``), so requests of every kind share
+  ``ANONID_DATABASE_POOL_SIZE`` connections;
+- a connection that is free is checked out without a greenlet or a timer (a synchronous checkout
+  of SQLAlchemy's pool); when every connection is busy, it waits in the pool's own line (the same
+  line as the engine's checkouts) for at most ``ACQUIRE_TIMEOUT``, then 503, not a hung request;
+  a slot with no connection yet is opened by the engine's checkout;
+- a connection lost with the server, or whose statement failed other than by an error
+  PostgreSQL answered, is invalidated (the pool opens a new one), so a PostgreSQL restart heals
+  without restarting the service;
+- a statement ends within the engine's time limits (``app.platform.db._connect_args``);
+- the statement sets no session state and opens no transaction, so returning the connection
+  costs no round trip (SQLAlchemy's reset has no transaction to roll back);
 - jsonb comes back decoded with orjson; jsonb parameters are passed as JSON text, as with the
-  engine.
-
-The timeouts cost nothing per request while nothing waits or hangs: asyncpg's own (a timer set
-and cancelled around every acquire, release and statement) cost about 9 % of the instructions of
-``POST /v1/anonymous`` (``bench/NOTES.md``).
+  engine (the engine's codecs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
 import asyncpg  # type: ignore[import-untyped]
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import MissingGreenlet
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
+
+from app.platform import db
+from app.platform.db import driver_dsn
+
+__all__ = ["Db", "HotPool", "Statement", "driver_dsn", "fetchrow", "row_mapping"]
 
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
-ACQUIRE_TIMEOUT = 5  # seconds, as the engine's pool_timeout: then 503, not a hung request
-STATEMENT_TIMEOUT = 30  # seconds, enforced by PostgreSQL
-WATCHDOG_GRACE = 5  # seconds past STATEMENT_TIMEOUT before a silent server's connection is closed
 
 
 class Statement:
@@ -60,59 +61,64 @@ class Statement:
 
 
 class HotPool:
-    """An ``asyncpg.Pool``, with the guarantees in the module docstring."""
+    """The hot paths' statements on the engine's connections, with the guarantees above."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-        self.size: int = pool.get_max_size()
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        pool = engine.sync_engine.pool
+        assert isinstance(pool, QueuePool)
+        self._pool = pool
+        self.size: int = pool.size()
         self.busy = 0  # statements holding or awaiting a connection
-        self.running: dict[Any, int] = {}  # connection -> watchdog tick its statement started at
-        self.tick = 0
-        self._watchdog = asyncio.create_task(self._watch(), name="anonid-hot-pool-watchdog")
+
+    async def _checkout(self) -> PoolProxiedConnection:
+        pool = self._pool
+        line = pool._pool._queue  # type: ignore[attr-defined]  # asyncio.Queue of idle records
+        idle = line._queue
+        if not idle and pool._overflow >= pool._max_overflow:
+            # Every connection exists and is busy: wait in the pool's own line (first come, first
+            # served with the engine's checkouts), without the greenlet and task of the engine's
+            # wait, then put the record back at the head for the checkout below to take.
+            async with asyncio.timeout(db.ACQUIRE_TIMEOUT):
+                idle.appendleft(await line.get())
+        # A free connection is taken synchronously: no greenlet is needed unless the slot must
+        # (re)connect, which only the engine's own checkout can do. The pool hands out its idle
+        # connections first in, first out; one without a connection (invalidated) is left to it.
+        if idle and idle[0].dbapi_connection is not None:
+            try:
+                return pool.connect()
+            except MissingGreenlet:  # the whole pool was invalidated after a lost connection
+                pass
+        return await self.engine.raw_connection()
 
     async def fetchrow(self, sql: str, args: list[Any]) -> Any:
-        # Fewer than `size` statements hold or await a connection, so one is free and acquiring
-        # cannot wait: no timer is needed (asyncpg's would be set and cancelled every time).
-        timeout = None if self.busy < self.size else ACQUIRE_TIMEOUT
         self.busy += 1
         try:
-            async with self.pool.acquire(timeout=timeout) as conn:
-                self.running[conn] = self.tick
-                try:
-                    return await conn.fetchrow(sql, *args)
-                except asyncpg.PostgresError as exc:
-                    # The connection is gone or the server is going away; a statement that ran
-                    # into its timeout (57014) leaves a healthy connection.
-                    if exc.sqlstate and exc.sqlstate.startswith(("08", "57P")):
-                        conn.terminate()
-                    raise
-                except BaseException:
-                    # Not an error PostgreSQL answered (a lost connection, a cancellation): the
-                    # protocol may be mid-operation, and releasing skips asyncpg's reset query
-                    # that would have noticed, so this connection is closed, not handed out again.
-                    conn.terminate()
-                    raise
-                finally:
-                    del self.running[conn]
+            fairy = await self._checkout()
+            conn = fairy.driver_connection
+            assert conn is not None
+            broken = True
+            try:
+                row = await conn.fetchrow(sql, *args)
+                broken = False
+                return row
+            except asyncpg.PostgresError as exc:
+                # A statement that ran into its time limit (57014) or any other error PostgreSQL
+                # answered leaves a healthy connection, unless the server is going away.
+                broken = bool(exc.sqlstate and exc.sqlstate.startswith(("08", "57P")))
+                raise
+            finally:
+                # Not an error PostgreSQL answered (a lost connection, a timeout, a cancellation):
+                # the protocol may be mid-operation, so the connection is closed, not reused.
+                if broken:
+                    fairy.invalidate()
+                else:
+                    fairy.close()
         finally:
             self.busy -= 1
 
-    async def _watch(self) -> None:
-        """Once a second: close the connection of a statement that PostgreSQL's own timeout has
-        not ended (a server or network that stopped answering); its request fails with 503."""
-        limit = STATEMENT_TIMEOUT + WATCHDOG_GRACE
-        while True:
-            await asyncio.sleep(1)
-            self.tick += 1
-            for conn, started in list(self.running.items()):
-                if self.tick - started > limit:
-                    conn.terminate()
-
     async def close(self) -> None:
-        self._watchdog.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._watchdog
-        await self.pool.close()
+        """Nothing of its own to close: the engine's owner disposes of it."""
 
 
 Db: TypeAlias = AsyncConnection | HotPool
@@ -130,44 +136,3 @@ def row_mapping(row: Any) -> Mapping[str, Any]:
     """Column access by name for a SQLAlchemy ``Row`` or an asyncpg ``Record``."""
     mapping = getattr(row, "_mapping", None)
     return mapping if mapping is not None else row  # type: ignore[no-any-return]
-
-
-def _json_text(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    for name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            name, encoder=_json_text, decoder=orjson.loads, schema="pg_catalog"
-        )
-    # Set here rather than as a startup parameter, which poolers such as PgBouncer refuse.
-    await conn.execute(f"SET statement_timeout = '{STATEMENT_TIMEOUT}s'")
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Nothing to undo on release: hot statements set no session state (no SET, LISTEN or advisory
-    locks; the statement timeout is set once, when the connection opens), and asyncpg still rolls
-    back a transaction left open. asyncpg's default reset would add a round trip to every
-    request."""
-
-
-def driver_dsn(url: str) -> str:
-    """A SQLAlchemy URL (any PostgreSQL driver) as a DSN that asyncpg accepts."""
-    parsed = make_url(url).set(drivername="postgresql")
-    return parsed.render_as_string(hide_password=False)
-
-
-async def create_pool(url: str, size: int) -> HotPool:
-    pool = await asyncpg.create_pool(
-        driver_dsn(url),
-        # Opened on demand, like the engine's, and then kept: reconnecting under a burst would cost
-        # more than the requests themselves.
-        min_size=0,
-        max_size=size,
-        max_inactive_connection_lifetime=0,
-        init=_init_connection,
-        reset=_keep_session,
-        timeout=ACQUIRE_TIMEOUT,  # connecting, when a free slot has no connection yet
-    )
-    return HotPool(pool)
