@@ -219,8 +219,13 @@ async def cull(request: Request) -> Response:
     # An empty body means the defaults: cull now with ANONID_CULL_AFTER_DAYS.
     body = await request.body()
     options = _cull_request(await raw_json(request)) if body.strip() else CullRequest()
+    # The lock is held on the direct connection when there is one, as the worker's cull does.
     result = await run_cull(
-        svc.engine, svc.settings, dry_run=options.dry_run, older_than_days=options.older_than_days
+        svc.engine,
+        svc.settings,
+        dry_run=options.dry_run,
+        older_than_days=options.older_than_days,
+        lock_engine=svc.direct,
     )
     return json_response(result)
 
