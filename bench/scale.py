@@ -4,7 +4,7 @@
     python bench/scale.py --accounts 1000000 --events 2500000 --output /tmp/scale.md
     python bench/scale.py --smoke              # 20,000 accounts, 50,000 events, 1-second runs (CI)
     python bench/scale.py --keep               # keep the built database and print its name ...
-    python bench/scale.py --reuse NAME --only reads,size   # ... and measure it again
+    python bench/scale.py --reuse NAME --keep --only reads,size   # ... and measure it again
 
 Builds the big database on the PostgreSQL service (``--pg-url``; created, migrated with
 ``anonid migrate``, filled in SQL by ``bench/scale_build.py``, VACUUM ANALYZE, dropped at the end
@@ -106,6 +106,8 @@ class Scale:
     big_name: str
     big_url: str = ""
     empty_url: str = ""
+    # Dropped at the end (unless --keep) only once it is known to be this runner's database.
+    droppable: bool = False
 
     @property
     def results(self) -> dict[str, Any]:
@@ -133,11 +135,15 @@ class Scale:
                     f"database {self.big_name} was not built by bench/scale.py, or its build "
                     "did not finish: build a new one (drop it, run without --reuse)"
                 )
+            self.droppable = True
+            # The section is headed with the size the database was built at.
+            self.args.accounts, self.args.events = meta["accounts"], meta["planned_events"]
             self.log(f"reusing {self.big_name} (built {meta['built_at']}); migrating it")
             self.migrate(self.big_url)
             self.results["build"] = {**meta, "reused": True}
             return
         await create_database(admin, self.big_name)
+        self.droppable = True
         self.log(f"migrating {self.big_name} (anonid migrate)")
         self.migrate(self.big_url)
         plan = scale_build.Plan(self.args.accounts, self.args.events, time.time())
@@ -148,6 +154,8 @@ class Scale:
         built = await scale_build.build(self.big_url, plan, self.log)
         size = await fetchval(self.big_url, "SELECT pg_database_size(current_database())")
         meta = {
+            "accounts": plan.accounts,
+            "planned_events": plan.events,
             **asdict(built),
             "rows_per_second": built.rows_per_second,
             "database_bytes": size,
@@ -536,9 +544,9 @@ async def run(args: argparse.Namespace) -> int:
         traceback.print_exc()
     finally:
         await bench.cleanup()
-        if args.keep:
+        if args.keep and scale.droppable:
             bench.log(f"kept the big database: rerun with --reuse {name}")
-        else:
+        elif scale.droppable:
             await drop_database(args.pg_url, name)
     bench.results["failures"] = failures
     bench.results["problems"] = bench.problems
