@@ -31,6 +31,47 @@ PACKAGES = (
 )
 
 
+# The section bench/scale.py writes; bench/run.py keeps it when it rewrites the file.
+SCALE_HEADING = "## Scale: "
+ANALYSIS_HEADING = "## Analysis (from `bench/NOTES.md`"
+
+
+def _section_bounds(lines: list[str], heading: str) -> tuple[int, int] | None:
+    """Lines ``[start, end)`` of the ``## `` section whose heading starts with ``heading``."""
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return start, end
+
+
+def replace_section(document: str, heading: str, section: str) -> str:
+    """``document`` with its section ``heading`` replaced by ``section`` (or, if it has none,
+    ``section`` inserted before the hand-written analysis, else at the end); nothing else moves."""
+    lines = document.splitlines()
+    new = [*section.rstrip("\n").splitlines(), ""]
+    bounds = _section_bounds(lines, heading)
+    if bounds is None:
+        at = _section_bounds(lines, ANALYSIS_HEADING)
+        start = end = at[0] if at else len(lines)
+        if start == len(lines) and lines and lines[-1] != "":
+            new = ["", *new]
+    else:
+        start, end = bounds
+    return "\n".join(lines[:start] + new + lines[end:]).rstrip("\n") + "\n"
+
+
+def carry_section(path: Path, document: str, heading: str) -> str:
+    """``document`` with the section ``heading`` of the file at ``path`` carried over, if any."""
+    if not path.exists():
+        return document
+    lines = path.read_text().splitlines()
+    bounds = _section_bounds(lines, heading)
+    if bounds is None:
+        return document
+    return replace_section(document, heading, "\n".join(lines[bounds[0] : bounds[1]]))
+
+
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -315,6 +356,15 @@ def _extra_checks(results: dict[str, Any]) -> list[str]:
     return checks
 
 
+def paced_table(add: Any, rows: list[tuple[str, dict[str, float]]]) -> None:
+    """A paced load's figures (``extras.summary``), one row per condition."""
+    add("| | req/s | p50 ms | p99 ms | errors |")
+    add("|---|---|---|---|---|")
+    for label, r in rows:
+        add(f"| {label} | {r['rps']:.0f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['bad']} |")
+    add("")
+
+
 def _extras(results: dict[str, Any], add: Any) -> None:
     s = results.get("scaling")
     if s:
@@ -368,14 +418,7 @@ def _extras(results: dict[str, Any], add: Any) -> None:
             + ":"
         )
         add("")
-        add("| | req/s | p50 ms | p99 ms | errors |")
-        add("|---|---|---|---|---|")
-        for label in ("without", "during"):
-            r = c[label]
-            add(
-                f"| {label} the cull | {r['rps']:.0f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['bad']} |"
-            )
-        add("")
+        paced_table(add, [(f"{label} the cull", c[label]) for label in ("without", "during")])
     e = results.get("email")
     if e:
         add("## Email latency")
@@ -405,14 +448,7 @@ def _extras(results: dict[str, Any], add: Any) -> None:
             f"{a['login_p50_ms']:.0f} ms, p99 {a['login_p99_ms']:.0f} ms)."
         )
         add("")
-        add("| | req/s | p50 ms | p99 ms | errors |")
-        add("|---|---|---|---|---|")
-        for label in ("idle", "loaded"):
-            r = a[label]
-            add(
-                f"| {'idle' if label == 'idle' else 'with 20 logins/s'} | {r['rps']:.0f} | {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {r['bad']} |"
-            )
-        add("")
+        paced_table(add, [("idle", a["idle"]), ("with 20 logins/s", a["loaded"])])
     m = results.get("memory")
     if m:
         add("## Memory")

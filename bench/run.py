@@ -115,9 +115,12 @@ class Bench:
             "ANONID_DATABASE_POOL_SIZE": "20",
         }
 
-    async def start_anonid(self, name: str, workers: int = 1) -> Server:
-        port = PORTS[name]
-        env = self.anonid_env(self.results["anonid_db"])
+    async def start_anonid(
+        self, name: str, workers: int = 1, *, port: int | None = None, db_url: str | None = None
+    ) -> Server:
+        """``anonid serve`` as ``name`` (default: its port in PORTS, the run's anonid database)."""
+        port = PORTS[name] if port is None else port
+        env = self.anonid_env(self.results["anonid_db"] if db_url is None else db_url)
         server = Server(
             name,
             anonid_serve_command(port, workers),
@@ -352,6 +355,8 @@ async def run(args: argparse.Namespace) -> int:
     text = report.render(mode, bench.results, facts, started, command.strip(), PORTS)
     output = args.output or (str(BENCH / "RESULTS.md") if mode.name == "full" else None)
     if output:
+        # bench/scale.py's section is its own run's: carried over, not dropped.
+        text = report.carry_section(Path(output), text, report.SCALE_HEADING)
         Path(output).write_text(text)
         bench.log(f"wrote {output}")
     else:
@@ -362,6 +367,14 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_pg_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        help="a PostgreSQL database from which the runner may create and drop databases",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -369,11 +382,7 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="shorter runs, fewer rows")
     size.add_argument("--smoke", action="store_true", help="minimal run of every phase (CI)")
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        help="a PostgreSQL database from which the runner may create and drop databases",
-    )
+    add_pg_url(parser)
     parser.add_argument("--only", help=f"comma list of phases ({','.join(PHASES)})")
     parser.add_argument(
         "--output", help="write the report here (default: bench/RESULTS.md for full runs)"
