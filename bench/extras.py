@@ -261,7 +261,8 @@ async def _cull(db_url: str) -> tuple[dict[str, Any], float]:
     from app.settings import Settings
 
     settings = Settings(database_url=db_url, cull_interval_minutes=0)
-    engine = create_engine(db_url, pool_size=1)
+    # Two connections, as `anonid cull` opens: without a direct one, the lock holds one of them.
+    engine = create_engine(db_url, pool_size=2)
     try:
         started = time.perf_counter()
         result = await run_cull(engine, settings)
