@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -48,7 +47,7 @@ from app.outbox.housekeeping import housekeeping_loop
 from app.outbox.mail import SmtpSender, SmtpTarget
 from app.outbox.webhooks import send_webhook, webhook_client
 from app.platform import metrics
-from app.platform.db import driver_dsn
+from app.platform.db import driver_dsn, single_statement
 from app.settings import Settings
 
 log = logging.getLogger("anonid.worker")
@@ -152,16 +151,9 @@ class OutboxWorker:
 
     # Delivery.
 
-    @contextlib.asynccontextmanager
-    async def _autocommit(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection on which each statement is its own transaction (one round trip).
-
-        Set per connection: an option engine (``engine.execution_options``) would put every
-        statement of its connections through SQLAlchemy's event dispatch.
-        """
-        async with self.engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            yield conn
+    def _autocommit(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A pooled connection on which each statement is its own transaction (one round trip)."""
+        return single_statement(self.engine)
 
     def _start(self, row: Claimed) -> None:
         self._inflight[row.id] = row
