@@ -20,6 +20,7 @@ from app.api.hot import HotPaths
 from app.outbox.smtputf8 import Smtputf8Support
 from app.platform.catcher import caught_mail_dir, effective_smtp_url
 from app.platform.db import RESOLVED_URL_ENV, open_databases, resolve_database_url
+from app.platform.i18n import RequestLanguage
 from app.platform.logs import configure_logging
 from app.platform.middleware import CORS, RequestGuard
 from app.platform.observability import RequestObserver
@@ -140,7 +141,10 @@ def create_app(
     app.include_router(devmail.router)
     app.state.caught_mail_dir = caught_mail_dir(settings)
 
-    # Innermost: the hot endpoints, answered before FastAPI routes (behind every check below).
+    # Innermost: the request's language for the emails it queues (app.platform.i18n), behind
+    # the hot paths, which queue none and so never pay for it.
+    app.add_middleware(RequestLanguage)
+    # The hot endpoints, answered before FastAPI routes (behind every check below).
     app.add_middleware(HotPaths, routes=app.routes)
     # Outermost first: CORS answers preflights and decorates every response, the guard refuses
     # cross-site, wrongly typed or oversized requests before any route runs.
