@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
+from app.admin import router as console_router
 from app.api import account, admin, devmail, errors, ops, pages, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
@@ -139,6 +140,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(metrics_api.router)
     app.include_router(devmail.router)
+    app.include_router(console_router)
     app.state.caught_mail_dir = caught_mail_dir(settings)
 
     # Innermost: the request's language for the emails it queues (app.platform.i18n), behind

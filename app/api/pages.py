@@ -224,7 +224,7 @@ def _page(
     return response
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     """The posted fields as strings; anything unparseable is an empty form (refused by CSRF)."""
     try:
         form = await request.form(max_files=0, max_fields=16)
@@ -303,7 +303,7 @@ async def login_submit(
 ) -> Response:
     svc = services(request)
     csrf = await Csrf.of(request, svc)
-    form = await _form(request)
+    form = await read_form(request)
     email = form.get("email", "")
     if not csrf.valid("login", form.get("csrf", "")):
         error = translated(request, _CSRF_MESSAGE)
@@ -392,7 +392,7 @@ async def _password_form(request: Request, purpose: Purpose, token: str) -> Resp
 async def _password_submit(request: Request, purpose: Purpose) -> Response:
     svc = services(request)
     csrf = await Csrf.of(request, svc)
-    form = await _form(request)
+    form = await read_form(request)
     token = form.get("token") or request.query_params.get("token", "")
     if not csrf.valid(purpose, form.get("csrf", "")):
         error = translated(request, _CSRF_MESSAGE)
@@ -495,7 +495,7 @@ async def reset_form(request: Request) -> Response:
     openapi_extra=_form_body("email"),
 )
 async def reset_submit(request: Request) -> Response:
-    form = await _form(request)
+    form = await read_form(request)
     if form.get("token") or request.query_params.get("token"):
         return await _password_submit(request, "reset")
     svc = services(request)
