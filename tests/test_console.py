@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.admin.session import IDLE
 from tests.account_support import bare_client, fresh_email, new_guest, register
 from tests.conftest import AppFactory
+from tests.console_support import csrf_in, sign_in
 from tests.lifecycle_support import (
     ADMIN_KEY,
     FAR_CUTOFF_DAYS,
@@ -29,25 +30,7 @@ from tests.lifecycle_support import (
     insert_guests,
 )
 
-CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 COOKIE = "__Secure-anonid_session_admin"
-
-
-def csrf_in(page: httpx.Response, action: str) -> str:
-    """The CSRF token of the form posting to ``action`` on ``page``."""
-    form = re.search(rf'<form[^>]*action="{re.escape(action)}".*?</form>', page.text, re.S)
-    assert form is not None, (action, page.text)
-    token = CSRF_FIELD.search(form.group(0))
-    assert token is not None, form.group(0)
-    return token.group(1)
-
-
-async def sign_in(browser: httpx.AsyncClient, key: str = ADMIN_KEY) -> httpx.Response:
-    form = await browser.get("/admin/signin")
-    assert form.status_code == 200
-    return await browser.post(
-        "/admin/signin", data={"csrf": csrf_in(form, "/admin/signin"), "key": key}
-    )
 
 
 @pytest.fixture

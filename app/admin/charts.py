@@ -53,6 +53,7 @@ class Series:
 class Tick:
     at: float
     label: str
+    anchor: str = "middle"
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,16 @@ def funnel_chart(daily: list[dict[str, Any]]) -> LineChart:
     shown = sorted({*range(0, len(daily), every), len(daily) - 1})
     if len(shown) > 1 and shown[-1] - shown[-2] < every / 2:
         shown.pop(-2)  # keep the last day's label clear of its neighbour
-    x_ticks = [Tick(x(i), date.fromisoformat(daily[i]["date"]).strftime("%b %d")) for i in shown]
+    last = len(daily) - 1
+    x_ticks = [
+        # The last label ends at the last point, so it stays inside the chart.
+        Tick(
+            x(i),
+            date.fromisoformat(daily[i]["date"]).strftime("%b %d"),
+            "end" if i == last else "middle",
+        )
+        for i in shown
+    ]
     radius = 2.5 if len(daily) <= 45 else 1.5
     return LineChart(WIDTH, HEIGHT, LEFT, right, TOP, bottom, series, y_ticks, x_ticks, radius)
 

@@ -85,10 +85,11 @@ def build_message(payload: dict[str, Any]) -> EmailMessage:
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     # RFC 3834: tells auto-responders not to answer.
     msg["Auto-Submitted"] = "auto-generated"
-    if payload.get("language"):
-        msg["Content-Language"] = payload["language"]
     msg.set_content(payload["text"])
     msg.add_alternative(payload["html"], subtype="html")
+    # After the parts: set_content and add_alternative move Content-* headers into a part.
+    if payload.get("language"):
+        msg["Content-Language"] = payload["language"]
     return msg
 
 
