@@ -407,3 +407,14 @@ async def test_console_reads_failed_deliveries_and_events_through_their_indexes(
     assert "ix_events_user_id" in plans["events"], plans["events"]
     assert "ix_outbox_failed_at" in plans["failed"], plans["failed"]
     assert "ix_outbox_failed_at" in plans["failed after"], plans["failed after"]
+
+
+async def test_console_sign_in_attempts_are_rate_limited_per_client(app_with: AppFactory) -> None:
+    limited, _ = await app_with(admin_api_key=ADMIN_KEY, login_rate_limit="2/minute")
+    async with bare_client(limited) as browser:
+        for _ in range(2):
+            assert (await sign_in(browser, "guess")).status_code == 401
+        r = await sign_in(browser, ADMIN_KEY)  # even the right key waits its turn
+        assert r.status_code == 429 and "Too many attempts" in r.text
+        assert int(r.headers["retry-after"]) >= 1
+        assert not any(c.startswith(COOKIE) for c in r.headers.get_list("set-cookie"))
