@@ -21,7 +21,7 @@ from app.api.hot import HotPaths
 from app.outbox.smtputf8 import Smtputf8Support
 from app.platform.catcher import caught_mail_dir, effective_smtp_url
 from app.platform.db import RESOLVED_URL_ENV, open_databases, resolve_database_url
-from app.platform.i18n import RequestLanguage
+from app.platform.i18n import RequestLanguage, compile_catalogs
 from app.platform.logs import configure_logging
 from app.platform.middleware import CORS, RequestGuard
 from app.platform.observability import RequestObserver
@@ -67,6 +67,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        compile_catalogs()
         url = database_url or resolve_database_url(settings)
         # One pool for every kind of request, none of its connections overflow (see
         # create_engine): requests hold theirs for one transaction, the hot paths for one statement.

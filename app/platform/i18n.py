@@ -2,8 +2,8 @@
 
 - ``LANGUAGES`` ship: English is the source language (its text is in the templates and code),
   German, French and Spanish are catalogs in ``app/locales/<lang>/LC_MESSAGES/messages.po``.
-- Catalogs are compiled from the committed ``.po`` files in memory, once per process at first
-  use, so a fresh ``pip install -e .`` (or any install) needs no build step and no ``.mo`` file
+- Catalogs are compiled from the committed ``.po`` files in memory, once per process when it
+  starts (``compile_catalogs``), so a fresh ``pip install -e .`` (or any install) needs no build step and no ``.mo`` file
   can be stale. Untranslated and fuzzy entries fall back to English.
 - A page speaks ``?lang=`` when it names a language anonid speaks, else the best of
   ``Accept-Language``, else ``ANONID_DEFAULT_LOCALE``.
@@ -52,6 +52,13 @@ def translations(lang: str) -> gettext.NullTranslations:
     write_mo(compiled, catalog)  # fuzzy entries are left out, as msgfmt does
     compiled.seek(0)
     return Translations(compiled, domain=DOMAIN)
+
+
+def compile_catalogs() -> None:
+    """Compile every catalog now (at start), so a broken ``.po`` stops the service at once
+    rather than the first email in that language."""
+    for lang in LANGUAGES:
+        translations(lang)
 
 
 def catalog_path(lang: str) -> Path:
