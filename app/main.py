@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
+from app.admin import router as console_router
 from app.api import account, admin, devmail, errors, ops, pages, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
@@ -20,6 +21,7 @@ from app.api.hot import HotPaths
 from app.outbox.smtputf8 import Smtputf8Support
 from app.platform.catcher import caught_mail_dir, effective_smtp_url
 from app.platform.db import RESOLVED_URL_ENV, open_databases, resolve_database_url
+from app.platform.i18n import RequestLanguage, compile_catalogs
 from app.platform.logs import configure_logging
 from app.platform.middleware import CORS, RequestGuard
 from app.platform.observability import RequestObserver
@@ -65,6 +67,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        compile_catalogs()
         url = database_url or resolve_database_url(settings)
         # One pool for every kind of request, none of its connections overflow (see
         # create_engine): requests hold theirs for one transaction, the hot paths for one statement.
@@ -138,9 +141,13 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(metrics_api.router)
     app.include_router(devmail.router)
+    app.include_router(console_router)
     app.state.caught_mail_dir = caught_mail_dir(settings)
 
-    # Innermost: the hot endpoints, answered before FastAPI routes (behind every check below).
+    # Innermost: the request's language for the emails it queues (app.platform.i18n), behind
+    # the hot paths, which queue none and so never pay for it.
+    app.add_middleware(RequestLanguage)
+    # The hot endpoints, answered before FastAPI routes (behind every check below).
     app.add_middleware(HotPaths, routes=app.routes)
     # Outermost first: CORS answers preflights and decorates every response, the guard refuses
     # cross-site, wrongly typed or oversized requests before any route runs.

@@ -137,6 +137,8 @@ outbox = sa.Table(
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
     sa.Column("sent_at", TS),
     sa.Column("failed_at", TS),
+    # The language an email was written in (CONTRACT §15); NULL for webhooks.
+    sa.Column("locale", sa.Text),
     sa.CheckConstraint("kind IN ('email', 'webhook')", name="kind"),
 )
 sa.Index(

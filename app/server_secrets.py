@@ -5,7 +5,8 @@ Each is a named row of ``server_secrets``, written once with ``SECRET_BYTES`` ra
 with the one value that won) and loaded at start into ``Services.server_secrets``. They never
 leave the database and the process: no log line, response or export carries one.
 
-Reusable: ``csrf`` keys the hosted forms' tokens; a later feature that needs a key of its own (the
+Reusable: ``csrf`` keys the hosted forms' (and the console's) tokens, ``console`` signs the admin
+console's session cookie (``app.admin.session``); a later feature that needs a key of its own (the
 email codes' HMAC, the ALTCHA key) adds its name to ``NAMES`` and reads
 ``svc.server_secrets[name]``. Never reuse one secret for two purposes.
 """
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Mapping
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-NAMES = ("csrf",)
+NAMES = ("csrf", "console")
 SECRET_BYTES = 32
 
 _CREATE = sa.text(

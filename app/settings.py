@@ -6,6 +6,7 @@ Unsafe or inconsistent combinations are refused here, at start, with one clear s
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -67,6 +68,14 @@ class Settings(BaseSettings):
     run_worker: bool = True
     event_retention_days: int = Field(400, ge=1, le=36500)
     outbox_retention_days: int = Field(7, ge=1, le=36500)
+    # Branding (CONTRACT §15): in every email, hosted page and the console.
+    brand_name: str = Field("anonid", min_length=1, max_length=100)
+    brand_logo_url: str | None = None
+    brand_color: str | None = None
+    # A folder whose templates replace the shipped ones of the same relative path
+    # (``pages/login.html``, ``email/conversion_setup.html``, ``admin/base.html``…).
+    templates_dir: Path | None = None
+    default_locale: Literal["en", "de", "fr", "es"] = "en"
     # Not in CONTRACT §3: how long a process trusts its cached signing keys before re-reading
     # them (a key rotated elsewhere is used and published within this); tests shorten it.
     key_cache_seconds: int = Field(60, ge=1, le=3600)
@@ -85,6 +94,42 @@ class Settings(BaseSettings):
         if "{token}" not in v:
             raise ValueError("must contain {token}")
         return v
+
+    @field_validator("brand_logo_url")
+    @classmethod
+    def _logo(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        parts = urlsplit(v)
+        # An absolute URL is what mail clients and the pages' Content-Security-Policy can both
+        # name; quotes, brackets and spaces could break out of an attribute or a CSP source.
+        unsafe = any(c in v for c in "\"'<>; ")
+        if parts.scheme not in ("http", "https") or not parts.netloc or unsafe:
+            raise ValueError("must be an absolute http(s) URL of an image")
+        return v
+
+    @field_validator("brand_color")
+    @classmethod
+    def _color(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not re.fullmatch(r"#(?:[0-9a-fA-F]{3}){1,2}", v):
+            raise ValueError("must be a hex colour such as #2754c5")
+        return v.lower()
+
+    @field_validator("templates_dir", mode="before")
+    @classmethod
+    def _templates_dir(cls, v: object) -> object:
+        return None if v == "" else v
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_folder(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return None
+        if not v.is_dir():
+            raise ValueError(f"{v} is not a folder")
+        return v.resolve()
 
     @field_validator("database_url", "database_direct_url")
     @classmethod

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api import admin as admin_api
 from app.lifecycle.cull import run_cull
+from app.lifecycle.listing import list_statement
 from tests.conftest import AppFactory, client_for, make_settings, running_app
 from tests.lifecycle_support import (
     ADMIN_KEY,
@@ -391,7 +392,7 @@ async def test_admin_filters_read_through_their_indexes_never_a_whole_table(
                 for inactive in (False, True):
                     for email in (False, True):
                         case = (state, inactive, email)
-                        statement = admin_api._list_statement(*case, False)
+                        statement = list_statement(*case, False)
                         explain = sa.text("EXPLAIN " + statement.text)
                         plan = "\n".join(await conn.scalars(explain, params))
                         assert "Seq Scan" not in plan, (case, plan)

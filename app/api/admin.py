@@ -6,13 +6,10 @@ time. Admin calls are authenticated by a header, not a cookie, so the CSRF rule 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 from typing import Any, Literal
 from uuid import UUID
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,12 +21,12 @@ from app.api.errors import responses
 from app.api.responses import empty_response, json_response
 from app.api.schemas import User
 from app.errors import AnonidError
-from app.lifecycle.addresses import email_key
+from app.lifecycle import listing
 from app.lifecycle.cull import MAX_OLDER_THAN_DAYS, MIN_OLDER_THAN_DAYS, run_cull
 from app.lifecycle.privacy import erase_user
 from app.lifecycle.rollup import MAX_DAYS
 from app.lifecycle.stats import DAYS, collect_stats
-from app.lifecycle.users import USER_COLUMNS, get_user, user_view
+from app.lifecycle.users import get_user, user_view
 
 _bearer = HTTPBearer(auto_error=False, description="The value of ANONID_ADMIN_API_KEY.")
 
@@ -91,59 +88,11 @@ class Stats(BaseModel):
     outbox: dict[Literal["pending", "failed"], int]
 
 
-def encode_cursor(user_id: UUID) -> str:
-    return base64.urlsafe_b64encode(user_id.bytes).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> UUID:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return UUID(bytes=raw)
-    except (ValueError, binascii.Error):
-        raise AnonidError("invalid_request", "cursor: not a cursor from this API") from None
-
-
 def parse_user_id(value: str) -> UUID:
     try:
         return UUID(value)
     except ValueError:
         raise AnonidError("not_found") from None
-
-
-# State rules match ``users.state_of``; pending = an unexpired conversion request. Each filter is
-# served by an index (CONTRACT §12): the keyset walk of the primary key (or of the anonymous ids'
-# partial index: the oldest ids are mostly registered), the partial indexes on updated_at
-# (anonymous, registered) and on pending_until, the unique index on email.
-_STATE_FILTERS = {
-    "registered": "NOT is_anonymous",
-    "pending": "is_anonymous AND pending_email IS NOT NULL AND pending_until > now()",
-    "anonymous": "is_anonymous AND NOT (pending_email IS NOT NULL AND pending_until > now())",
-}
-
-
-def _list_statement(state: str | None, inactive: bool, email: bool, after: bool) -> sa.TextClause:
-    where = []
-    if state is not None:
-        where.append(_STATE_FILTERS[state])
-    if inactive:
-        stale = "updated_at < now() - make_interval(days => :inactive_days)"
-        # Spelled per kind of account when no state narrows it, so the planner can walk the two
-        # partial indexes on updated_at (users has none on updated_at alone).
-        where.append(
-            stale if state else f"((is_anonymous AND {stale}) OR (NOT is_anonymous AND {stale}))"
-        )
-    if email:
-        where.append("email = :email")
-    if after:
-        where.append("id > :after")
-    clause = " AND ".join(where) or "true"
-    # Keyset on the UUIDv7 id: new accounts sort last, deletions never shift a page boundary.
-    # The page's ids are chosen first, so a filter's index that carries the id (INCLUDE) answers
-    # without visiting the rows it does not return; then only the page's rows are read.
-    return sa.text(
-        f"WITH page AS MATERIALIZED (SELECT id FROM users WHERE {clause} ORDER BY id LIMIT :limit)"
-        f" SELECT {USER_COLUMNS} FROM users WHERE id IN (SELECT id FROM page) ORDER BY id"
-    )
 
 
 @router.get(
@@ -161,19 +110,11 @@ async def list_users(
     limit: int = Query(50, ge=1, le=MAX_PAGE),
     cursor: str | None = Query(None, max_length=64, description="`next_cursor` of the last page."),
 ) -> Response:
-    after = decode_cursor(cursor) if cursor else None
-    params: dict[str, Any] = {"limit": limit + 1}
-    if inactive_days is not None:
-        params["inactive_days"] = inactive_days
-    if email is not None:
-        params["email"] = email_key(email)  # the stored normal form: exact, case-insensitive
-    if after is not None:
-        params["after"] = after
-    statement = _list_statement(state, inactive_days is not None, email is not None, bool(after))
-    rows = list(await conn.execute(statement, params))
-    next_cursor = encode_cursor(rows[limit - 1].id) if len(rows) > limit else None
+    page = await listing.list_users(
+        conn, state=state, inactive_days=inactive_days, email=email, cursor=cursor, limit=limit
+    )
     return json_response(
-        {"users": [user_view(row) for row in rows[:limit]], "next_cursor": next_cursor}
+        {"users": [user_view(row) for row in page.rows], "next_cursor": page.next_cursor}
     )
 
 

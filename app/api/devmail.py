@@ -7,41 +7,29 @@ import asyncio
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 from starlette.responses import HTMLResponse, Response
 
 from app.api.deps import services
 from app.api.errors import responses
+from app.api.pages import content_security_policy
 from app.errors import AnonidError
 from app.platform.catcher import LINK, CaughtMail, read_caught
+from app.platform.i18n import language_of_scope
 from app.platform.ratelimit import client_ip, is_trusted_proxy
+from app.platform.templating import render
 
 router = APIRouter(tags=["development"])
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "pages"
 HEADERS = {
     "Cache-Control": "no-store",
     # The links carry live tokens: never leak them to the next site through Referer.
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
-    ),
 }
-
-
-@cache
-def _env() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
-    )
 
 
 @dataclass(frozen=True)
@@ -114,9 +102,10 @@ async def dev_mail(request: Request) -> Response:
             "The caught mail is shown only to this machine (set ANONID_DEV_MAIL_PUBLIC=true).",
         )
     mails = await asyncio.to_thread(read_caught, directory)
-    page = (
-        _env()
-        .get_template("dev_mail.html")
-        .render(mails=[_shown(m) for m in mails], directory=str(directory))
-    )
-    return HTMLResponse(page, headers=HEADERS)
+    settings = services(request).settings
+    lang = language_of_scope(request.scope, settings.default_locale)
+    context = {"mails": [_shown(m) for m in mails], "directory": str(directory)}
+    page = render(settings, "pages/dev_mail.html", lang, context)
+    policy = content_security_policy(settings)
+    headers = {**HEADERS, "Content-Security-Policy": policy, "Content-Language": lang}
+    return HTMLResponse(page, headers=headers)

@@ -10,6 +10,11 @@ can set cookies for the site) still cannot compute a token without the server se
 which browsers let no sibling subdomain set. The request guard refuses every cross-site post to
 these forms before they run (``app.platform.middleware``). Every page sends
 ``Referrer-Policy: no-referrer`` (two of them carry a token in the URL) and is never cached.
+
+Every page speaks the visitor's language (``?lang=``, else ``Accept-Language``, else
+``ANONID_DEFAULT_LOCALE``; ``app.platform.i18n``), error sentences included, and carries the
+brand (``app.platform.templating``); a form posts back with the ``?lang=`` its page was shown
+with, so what the post causes (an email) speaks that language too.
 """
 
 from __future__ import annotations
@@ -19,42 +24,37 @@ import hashlib
 import hmac
 import logging
 import secrets
-from functools import cache
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.engine import Row
 from starlette.responses import HTMLResponse, Response
 
 from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
 from app.api.deps import Session, lenient_session, services, session_token
 from app.api.errors import responses
-from app.errors import AnonidError
+from app.errors import N_, AnonidError
 from app.lifecycle import credentials
 from app.lifecycle.tokens import Purpose, peek_link_token
+from app.platform.i18n import LANGUAGES, NAMES, gettext_for, language_of_scope
+from app.platform.templating import brand_of, render
 from app.services import Services
+from app.settings import Settings
 
 log = logging.getLogger("anonid.pages")
 
 router = APIRouter(prefix="/account", tags=["hosted pages"])
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "pages"
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": (
-        # img-src data: only for the page's empty icon (else browsers fetch /favicon.ico).
-        "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
-    ),
 }
 CSRF_SECRET_BYTES = 32
 MAX_FIELD = 4096
-_CSRF_MESSAGE = "This form has expired or did not come from this site. Please try again."
+_CSRF_MESSAGE = N_("This form has expired or did not come from this site. Please try again.")
 
 HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
 _GUARD_REFUSAL = responses("csrf_rejected")[403]
@@ -95,21 +95,28 @@ def _html(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
     return documented
 
 
-@cache
-def _env() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=select_autoescape(["html"]),
-        undefined=StrictUndefined,
+def content_security_policy(settings: Settings) -> str:
+    """The pages' CSP: no script at all, inline styles, images only from the brand's logo."""
+    # img-src data: for the page's empty icon (else browsers fetch /favicon.ico).
+    images = " ".join(filter(None, ("data:", brand_of(settings).logo_origin)))
+    return (
+        f"default-src 'none'; style-src 'unsafe-inline'; img-src {images}; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
     )
 
 
 class Csrf:
     """The per-browser secret (its cookie) and the per-form tokens bound to it, to the session
-    and to the server's ``csrf`` secret; build it with ``await Csrf.of(request, svc)``."""
+    and to the server's ``csrf`` secret; build it with ``await Csrf.of(request, svc)``.
 
-    def __init__(self, request: Request, svc: Services, subject: str) -> None:
+    ``insecure_path``: the cookie's path without ``ANONID_COOKIE_SECURE`` (with it the cookie is
+    ``__Host-``, so ``Path=/``); the console (``app.admin``) keeps its own under ``/admin``."""
+
+    def __init__(
+        self, request: Request, svc: Services, subject: str, insecure_path: str = "/account"
+    ) -> None:
         self.secure = svc.settings.cookie_secure
+        self.insecure_path = insecure_path
         # __Host- needs Secure, so plain-http local use keeps the plain name (and its old path).
         prefix = "__Host-" if self.secure else ""
         self.cookie_name = f"{prefix}{svc.cookies.name}_csrf"
@@ -134,7 +141,7 @@ class Csrf:
         return not self.fresh and hmac.compare_digest(self.token(form), submitted)
 
     def cookie(self) -> str:
-        path = "/" if self.secure else "/account"
+        path = "/" if self.secure else self.insecure_path
         attrs = f"Path={path}; HttpOnly; SameSite=Strict" + ("; Secure" if self.secure else "")
         return f"{self.cookie_name}={self.secret}; {attrs}"
 
@@ -157,6 +164,27 @@ def _well_formed(value: str) -> bool:
     return 40 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
 
 
+def page_language(request: Request) -> str:
+    return language_of_scope(request.scope, services(request).settings.default_locale)
+
+
+def translated(request: Request, message: str, params: dict[str, Any] | None = None) -> str:
+    """``message`` (an English sentence of the catalogs) in the page's language."""
+    text = gettext_for(page_language(request))(message)
+    return text % params if params else text
+
+
+def error_text(request: Request, exc: AnonidError) -> str:
+    """A domain error's sentence in the page's language (the API keeps it in English)."""
+    return translated(request, exc.template, exc.params)
+
+
+def _with_lang(url: str, lang: str | None) -> str:
+    if lang is None:
+        return url
+    return url + ("&" if "?" in url else "?") + urlencode({"lang": lang})
+
+
 def _page(
     request: Request,
     template: str,
@@ -167,8 +195,28 @@ def _page(
     headers: dict[str, str] | None = None,
     **context: Any,
 ) -> Response:
-    body = _env().get_template(template).render({"error": None, "notice": None, **context})
-    response = HTMLResponse(body, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+    settings = services(request).settings
+    lang = page_language(request)
+    asked = request.query_params.get("lang")
+    # The same page in each language (the query kept, a token included: no-referrer guards it).
+    query = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
+    languages = [
+        (code, NAMES[code], "?" + urlencode([*query, ("lang", code)])) for code in LANGUAGES
+    ]
+    values = {
+        "error": None,
+        "notice": None,
+        "languages": languages,
+        "with_lang": lambda url: _with_lang(url, lang if asked else None),
+        **context,
+    }
+    body = render(settings, f"pages/{template}", lang, values)
+    page_headers = {
+        **PAGE_HEADERS,
+        "Content-Security-Policy": content_security_policy(settings),
+        "Content-Language": lang,
+    }
+    response = HTMLResponse(body, status_code=status, headers={**page_headers, **(headers or {})})
     if csrf.fresh:
         response.headers.append("set-cookie", csrf.cookie())
     if set_cookie:
@@ -176,7 +224,7 @@ def _page(
     return response
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     """The posted fields as strings; anything unparseable is an empty form (refused by CSRF)."""
     try:
         form = await request.form(max_files=0, max_fields=16)
@@ -191,13 +239,13 @@ def _session_cookie(svc: Services, row: Row[Any]) -> str:
 
 
 def _done(request: Request, svc: Services, csrf: Csrf, row: Row[Any], title: str) -> Response:
-    message = f"You are logged in as {row.email}."
+    message = translated(request, N_("You are logged in as %(email)s."), {"email": row.email})
     return _page(
         request,
         "done.html",
         csrf=csrf,
         set_cookie=_session_cookie(svc, row),
-        title=title,
+        title=translated(request, title),
         message=message,
         # Back to the app the visitor came from (the first allowed origin); anonid has no home.
         continue_url=svc.settings.origins[0] + "/",
@@ -217,7 +265,7 @@ def _login_page(
         "login.html",
         status,
         csrf=csrf,
-        title="Log in",
+        title=translated(request, N_("Log in")),
         guest=guest,
         form_token=csrf.token("login"),
         **context,
@@ -255,18 +303,20 @@ async def login_submit(
 ) -> Response:
     svc = services(request)
     csrf = await Csrf.of(request, svc)
-    form = await _form(request)
+    form = await read_form(request)
     email = form.get("email", "")
     if not csrf.valid("login", form.get("csrf", "")):
-        return _login_page(request, csrf, session, 403, email=email, error=_CSRF_MESSAGE)
+        error = translated(request, _CSRF_MESSAGE)
+        return _login_page(request, csrf, session, 403, email=email, error=error)
     try:
         await limit_credentials(request, svc, email)
         row, _ = await login_and_merge(svc, session, email, form.get("password", ""))
     except AnonidError as exc:
+        error = error_text(request, exc)
         return _login_page(
-            request, csrf, session, exc.status, email=email, error=exc.message, headers=exc.headers
+            request, csrf, session, exc.status, email=email, error=error, headers=exc.headers
         )
-    return _done(request, svc, csrf, row, "You are logged in")
+    return _done(request, svc, csrf, row, N_("You are logged in"))
 
 
 # Choose a password: setup (finishing a conversion) and reset
@@ -274,20 +324,22 @@ async def login_submit(
 
 _FLOWS: dict[Purpose, dict[str, str]] = {
     "setup": {
-        "title": "Choose your password",
-        "intro": "Choose a password to keep your account. Everything you did as a guest stays.",
-        "button": "Save my account",
+        "title": N_("Choose your password"),
+        "intro": N_("Choose a password to keep your account. Everything you did as a guest stays."),
+        "button": N_("Save my account"),
         "action": "/account/setup",
         "retry": "",
-        "done": "Your account is saved",
+        "done": N_("Your account is saved"),
     },
     "reset": {
-        "title": "Choose a new password",
-        "intro": "Choose a new password. Every other session of your account will be signed out.",
-        "button": "Set the new password",
+        "title": N_("Choose a new password"),
+        "intro": N_(
+            "Choose a new password. Every other session of your account will be signed out."
+        ),
+        "button": N_("Set the new password"),
         "action": "/account/reset",
         "retry": "/account/reset",
-        "done": "Your password is changed",
+        "done": N_("Your password is changed"),
     },
 }
 
@@ -310,9 +362,9 @@ def _password_page(
         "choose_password.html",
         status,
         csrf=csrf,
-        title=flow["title"],
-        intro=flow["intro"],
-        button=flow["button"],
+        title=translated(request, flow["title"]),
+        intro=translated(request, flow["intro"]),
+        button=translated(request, flow["button"]),
         action=flow["action"],
         retry_url=flow["retry"] if not form else "",
         form=form,
@@ -332,7 +384,7 @@ async def _password_form(request: Request, purpose: Purpose, token: str) -> Resp
             target = await peek_link_token(conn, token, purpose)
     except AnonidError as exc:
         return _password_page(
-            request, svc, csrf, purpose, "", exc.status, form=False, error=exc.message
+            request, svc, csrf, purpose, "", exc.status, form=False, error=error_text(request, exc)
         )
     return _password_page(request, svc, csrf, purpose, token, email=target.email)
 
@@ -340,15 +392,15 @@ async def _password_form(request: Request, purpose: Purpose, token: str) -> Resp
 async def _password_submit(request: Request, purpose: Purpose) -> Response:
     svc = services(request)
     csrf = await Csrf.of(request, svc)
-    form = await _form(request)
+    form = await read_form(request)
     token = form.get("token") or request.query_params.get("token", "")
     if not csrf.valid(purpose, form.get("csrf", "")):
-        return _password_page(request, svc, csrf, purpose, token, 403, error=_CSRF_MESSAGE)
+        error = translated(request, _CSRF_MESSAGE)
+        return _password_page(request, svc, csrf, purpose, token, 403, error=error)
     password = form.get("password", "")
     if password != form.get("password_again", password):
-        return _password_page(
-            request, svc, csrf, purpose, token, 422, error="The two passwords are not the same."
-        )
+        error = translated(request, N_("The two passwords are not the same."))
+        return _password_page(request, svc, csrf, purpose, token, 422, error=error)
     try:
         row = await redeem_with_password(svc, purpose, token, password)
     except AnonidError as exc:
@@ -362,7 +414,7 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
             token if retry else "",
             exc.status,
             form=retry,
-            error=exc.message,
+            error=error_text(request, exc),
         )
     return _done(request, svc, csrf, row, _FLOWS[purpose]["done"])
 
@@ -420,7 +472,7 @@ async def reset_form(request: Request) -> Response:
         request,
         "reset_request.html",
         csrf=csrf,
-        title="Reset your password",
+        title=translated(request, N_("Reset your password")),
         form=True,
         email="",
         form_token=csrf.token("reset_request"),
@@ -443,13 +495,16 @@ async def reset_form(request: Request) -> Response:
     openapi_extra=_form_body("email"),
 )
 async def reset_submit(request: Request) -> Response:
-    form = await _form(request)
+    form = await read_form(request)
     if form.get("token") or request.query_params.get("token"):
         return await _password_submit(request, "reset")
     svc = services(request)
     csrf = await Csrf.of(request, svc)
     email = form.get("email", "")
-    context: dict[str, Any] = {"title": "Reset your password", "email": email}
+    context: dict[str, Any] = {
+        "title": translated(request, N_("Reset your password")),
+        "email": email,
+    }
     if not csrf.valid("reset_request", form.get("csrf", "")):
         return _page(
             request,
@@ -457,7 +512,7 @@ async def reset_submit(request: Request) -> Response:
             403,
             csrf=csrf,
             form=True,
-            error=_CSRF_MESSAGE,
+            error=translated(request, _CSRF_MESSAGE),
             form_token=csrf.token("reset_request"),
             **context,
         )
@@ -472,7 +527,7 @@ async def reset_submit(request: Request) -> Response:
             exc.status,
             csrf=csrf,
             form=True,
-            error=exc.message,
+            error=error_text(request, exc),
             headers=exc.headers,
             form_token=csrf.token("reset_request"),
             **context,
@@ -482,7 +537,10 @@ async def reset_submit(request: Request) -> Response:
         "reset_request.html",
         csrf=csrf,
         form=False,
-        notice="If an account has this address, a link to choose a new password is on its way.",
+        notice=translated(
+            request,
+            N_("If an account has this address, a link to choose a new password is on its way."),
+        ),
         form_token="",
         **context,
     )

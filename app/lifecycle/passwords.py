@@ -16,7 +16,7 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from app.errors import AnonidError
+from app.errors import N_, AnonidError
 
 MAX_PASSWORD_LENGTH = 128
 COMMON_PASSWORDS = Path(__file__).resolve().parent.parent / "data" / "common-passwords.txt"
@@ -44,17 +44,20 @@ def check_policy(password: str, min_length: int) -> str:
     normal = normalise(password)
     if len(normal) < min_length:
         raise AnonidError(
-            "weak_password", f"The password is too short: use at least {min_length} characters."
+            "weak_password",
+            N_("The password is too short: use at least %(min)d characters."),
+            params={"min": min_length},
         )
     if len(normal) > MAX_PASSWORD_LENGTH:
         raise AnonidError(
             "weak_password",
-            f"The password is too long: use at most {MAX_PASSWORD_LENGTH} characters.",
+            N_("The password is too long: use at most %(max)d characters."),
+            params={"max": MAX_PASSWORD_LENGTH},
         )
     if normal.lower() in common_passwords():
         raise AnonidError(
             "weak_password",
-            "This password is one of the most commonly used ones; choose a less common one.",
+            N_("This password is one of the most commonly used ones; choose a less common one."),
         )
     return normal
 

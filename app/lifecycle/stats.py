@@ -60,6 +60,12 @@ SELECT
 )
 
 
+async def outbox_depth(conn: AsyncConnection) -> dict[str, int]:
+    """Rows waiting for delivery (``pending``) and rows given up on (``failed``)."""
+    row = (await conn.execute(_OUTBOX)).one()
+    return {"pending": int(row.pending), "failed": int(row.failed)}
+
+
 async def daily_figures(conn: AsyncConnection, days: int) -> list[dict[str, Any]]:
     """The last ``days`` UTC days, oldest first: each day's row plus its events after the row."""
     window: list[date] = list(await conn.scalars(_WINDOW, {"days": days}))
@@ -87,7 +93,7 @@ async def collect_stats(conn: AsyncConnection, days: int = DAYS) -> dict[str, An
     daily = await daily_figures(conn, max(days, DAYS))
     last_30 = daily[-DAYS:]
     counts = await read_counts(conn)
-    outbox = (await conn.execute(_OUTBOX)).one()
+    outbox = await outbox_depth(conn)
     created = sum(day["anonymous_created"] for day in last_30)
     converted = sum(day["converted"] for day in last_30)
     return {
@@ -103,5 +109,5 @@ async def collect_stats(conn: AsyncConnection, days: int = DAYS) -> dict[str, An
             "anonymous": counts["mau_anonymous"],
             "registered": counts["mau_registered"],
         },
-        "outbox": {"pending": outbox.pending, "failed": outbox.failed},
+        "outbox": outbox,
     }

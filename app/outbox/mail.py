@@ -87,6 +87,9 @@ def build_message(payload: dict[str, Any]) -> EmailMessage:
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(payload["text"])
     msg.add_alternative(payload["html"], subtype="html")
+    # After the parts: set_content and add_alternative move Content-* headers into a part.
+    if payload.get("language"):
+        msg["Content-Language"] = payload["language"]
     return msg
 
 

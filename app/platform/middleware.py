@@ -35,15 +35,22 @@ MERGE_PATCH_TYPES = frozenset({"application/json", "application/merge-patch+json
 MAX_BODY_BYTES = 1024 * 1024
 
 # Where a successful request sets a session cookie whether or not it came with one: the guest,
-# every sign-in and link redemption of the API, and the hosted forms. Exact paths, and prefixes
-# for the families (every POST /v1/login…, every /account/ form); a path here that some method
+# every sign-in and link redemption of the API, the hosted forms and the admin console (whose
+# every form acts with its own SameSite=Strict session). Exact paths, and prefixes for the
+# families (every POST /v1/login…, every /account/ and /admin/ form); a path here that some method
 # does not serve is refused cross-site all the same, which costs nothing. A new endpoint that
 # starts a session belongs here (POST /v1/oauth/{provider}/token will); a provider's callback
 # does not (providers post it cross-site by design; its one-time state protects it).
 SESSION_STARTING = frozenset(
-    {"/v1/anonymous", "/v1/password-setup", "/v1/password-reset/confirm", "/v1/conversion/confirm"}
+    {
+        "/v1/anonymous",
+        "/v1/password-setup",
+        "/v1/password-reset/confirm",
+        "/v1/conversion/confirm",
+        "/admin",
+    }
 )
-SESSION_STARTING_PREFIXES = ("/v1/login", "/account/")
+SESSION_STARTING_PREFIXES = ("/v1/login", "/account/", "/admin/")
 
 
 def _origin_of(url: str) -> str | None:

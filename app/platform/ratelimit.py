@@ -123,6 +123,11 @@ class RateLimiter:
         for key in keys:
             await self._hit(self.login_limits, key)
 
+    async def hit_console_sign_in(self, request: Request) -> None:
+        """One attempt to sign in to the admin console with a key, counted per client IP
+        under ``ANONID_LOGIN_RATE_LIMIT`` (a budget of its own, apart from users' logins)."""
+        await self._hit(self.login_limits, ("console", "ip", ip_bucket(self.client(request))))
+
     async def hit_data(self, user_id: UUID) -> None:
         """One profile data write (``PATCH`` or ``PUT /v1/me/data``) for this session.
 
