@@ -16,7 +16,15 @@ ERRORS: dict[str, tuple[int, str]] = {
     "forbidden": (403, "This session may not do that."),
     "not_found": (404, "There is nothing here."),
     "method_not_allowed": (405, "This method is not allowed here."),
+    "invalid_return_to": (
+        400,
+        "return_to must be a URL on this service or on an allowed origin of the app.",
+    ),
     "already_registered": (409, "This account is already registered."),
+    "last_credential": (
+        409,
+        "This is the account's last way to sign in; add another before removing it.",
+    ),
     "email_taken": (409, "This email address already belongs to another account."),
     "token_expired": (410, "This link has expired; ask for a new one."),
     "data_too_large": (413, "The profile data would exceed the size limit."),
@@ -45,3 +53,28 @@ class AnonidError(Exception):
         self.message = message or ERRORS[code][1]
         self.headers = headers or {}
         super().__init__(f"{code}: {self.message}")
+
+
+# How a sign-in with a provider ends when it fails: ``return_to?error=<code>`` (CONTRACT §13).
+FLOW_ERRORS = frozenset(
+    {
+        "access_denied",
+        "invalid_state",
+        "invalid_id_token",
+        "provider_error",
+        "identity_taken",
+        "email_taken",
+    }
+)
+
+
+class FlowError(Exception):
+    """A provider sign-in that ends at ``return_to?error=<code>`` with nothing changed; ``detail``
+    is for the log only (never shown: it may quote the provider)."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        if code not in FLOW_ERRORS:
+            raise KeyError(code)
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}" if detail else code)

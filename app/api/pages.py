@@ -207,10 +207,31 @@ def _done(request: Request, svc: Services, csrf: Csrf, row: Row[Any], title: str
 # Log in
 
 
+# What a provider sign-in that ended here (``/account/login?error=<code>``) says to the visitor.
+FLOW_MESSAGES = {
+    "access_denied": "Signing in with the provider was cancelled.",
+    "invalid_state": "That sign-in link has expired or was already used. Please try again.",
+    "invalid_id_token": "The provider's answer could not be verified. Please try again.",
+    "provider_error": "The provider could not complete the sign-in. Please try again later.",
+    "identity_taken": "That provider account is already linked to another account.",
+    "email_taken": "That address already belongs to another account.",
+}
+
+
+def _provider_buttons(svc: Services) -> list[dict[str, str]]:
+    """One "Continue with …" link per configured provider (CONTRACT §15)."""
+    return [
+        {"name": name, "label": config.label, "url": f"/v1/oauth/{name}/authorize"}
+        for name, config in svc.settings.oidc_provider_map.items()
+    ]
+
+
 def _login_page(
     request: Request, csrf: Csrf, session: Session | None, status: int = 200, **context: Any
 ) -> Response:
     context.setdefault("email", "")
+    if context.get("error") is None:
+        context["error"] = FLOW_MESSAGES.get(request.query_params.get("error", ""))
     guest = session is not None and session.claims.anon
     return _page(
         request,
@@ -220,6 +241,7 @@ def _login_page(
         title="Log in",
         guest=guest,
         form_token=csrf.token("login"),
+        providers=_provider_buttons(services(request)),
         **context,
     )
 

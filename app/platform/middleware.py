@@ -19,6 +19,7 @@ serve. Hosted forms also need their own token (``app.api.pages.Csrf``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -44,6 +45,11 @@ SESSION_STARTING = frozenset(
     {"/v1/anonymous", "/v1/password-setup", "/v1/password-reset/confirm", "/v1/conversion/confirm"}
 )
 SESSION_STARTING_PREFIXES = ("/v1/login", "/account/")
+SESSION_STARTING_PATTERN = re.compile(r"^/v1/oauth/[^/]+/token$")
+# A provider's callback (response_mode=form_post) is posted from the provider's own site, as a
+# form: neither the origin check nor the JSON media type can apply. Its single-use state, bound
+# to the browser that started the flow (app.credentials.oauth_state), protects it instead.
+PROVIDER_CALLBACK = re.compile(r"^/v1/oauth/[^/]+/callback$")
 
 
 def _origin_of(url: str) -> str | None:
@@ -76,9 +82,11 @@ class RequestGuard:
             headers.setdefault(key, value)  # the first of repeated headers, as Starlette reads
         path = _route_path(scope)
 
-        refusal = self._csrf(scope, path, headers)
-        if refusal is None:
-            refusal = self._media_type(scope["method"], path, headers)
+        refusal = None
+        if not PROVIDER_CALLBACK.match(path):
+            refusal = self._csrf(scope, path, headers)
+            if refusal is None:
+                refusal = self._media_type(scope["method"], path, headers)
         if refusal is not None:
             await _send_error(send, refusal)
             return
@@ -167,7 +175,11 @@ class RequestGuard:
 
 def starts_session(path: str) -> bool:
     """Whether a successful unsafe request to ``path`` sets a session cookie (``SESSION_STARTING``)."""
-    return path in SESSION_STARTING or path.startswith(SESSION_STARTING_PREFIXES)
+    return (
+        path in SESSION_STARTING
+        or path.startswith(SESSION_STARTING_PREFIXES)
+        or SESSION_STARTING_PATTERN.match(path) is not None
+    )
 
 
 def _route_path(scope: Scope) -> str:
