@@ -161,7 +161,7 @@ async def settle_identity(
     stale_starter_fails: bool,
 ) -> Settled:
     """The outcome of §13 for a verified identity, in one transaction. A first sign-in racing
-    another with the same identity loses the insert and is settled again (then as a sign-in)."""
+    another with the same identity (or address) loses the insert and is settled once more."""
     identity = ProviderIdentity.from_claims(client.config.name, claims)
     for attempt in range(2):
         try:
@@ -175,8 +175,10 @@ async def settle_identity(
                     conn, svc.settings, identity, starter, trust_email=client.config.trust_email
                 )
         except sqlalchemy.exc.IntegrityError as exc:
+            # A concurrent transaction took the identity or the address: settled again, the
+            # facts it committed decide (a sign-in, an account without that address).
             text = str(exc.orig)
-            if IDENTITY_UNIQUE in text and attempt == 0:
+            if attempt == 0 and (IDENTITY_UNIQUE in text or EMAIL_UNIQUE_INDEX in text):
                 continue
             if EMAIL_UNIQUE_INDEX in text:
                 raise FlowError("email_taken") from None
