@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.account_support import fresh_email, register
+from tests.account_support import register
 from tests.oidc_app import (
     SHOP,
     browser,
@@ -228,13 +228,13 @@ async def test_the_callback_accepts_the_form_post_response_mode(
         assert (await c.get("/v1/me")).json()["id"] == guest["id"]
 
 
-async def test_a_fresh_address_without_verification_makes_an_account_without_address(
+async def test_nobody_with_an_unverified_address_gets_an_account_without_one(
     oidc_app: FastAPI, engine: AsyncEngine
 ) -> None:
-    email = fresh_email()
-    assert email  # a registered account by password keeps its own flow; this one has none
     login = login_name("u")
     async with browser(oidc_app) as c:
         _signed_in(await sign_in_with(c, login), f"{SHOP}/")
         me = (await c.get("/v1/me")).json()
     assert me["email"] is None and me["state"] == "registered"
+    [identity] = await identities_of(engine, me["id"])
+    assert identity.email == f"{login}@example.com" and identity.email_verified is False

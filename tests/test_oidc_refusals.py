@@ -306,3 +306,18 @@ async def test_a_registered_user_whose_session_ended_meanwhile_changes_nothing(
     assert r.headers["location"] == f"{SHOP}/?error=invalid_state"
     assert await fingerprint(engine) == before
     assert await identities_of(engine, account["id"]) == []
+
+
+async def test_a_discovery_document_naming_another_issuer_is_refused(
+    app_with: AppFactory, provider: Provider, engine: AsyncEngine
+) -> None:
+    """OpenID Connect Discovery §4.3: the document must name exactly the configured issuer."""
+    overrides = oidc_overrides(provider)
+    overrides["oidc"] = {**overrides["oidc"], "op_issuer": provider.issuer + "/"}
+    app, _ = await app_with(**overrides)
+    async with browser(app) as c:
+        before = await fingerprint(engine)
+        r = await c.get("/v1/oauth/op/authorize")
+    assert r.status_code == 303
+    assert r.headers["location"] == f"{SHOP}/?error=provider_error"
+    assert await fingerprint(engine) == before

@@ -7,7 +7,9 @@ CSRF (CONTRACT §5): an unsafe request that carries the session cookie, or whose
 one (``SESSION_STARTING``: a cross-site form must not swap a visitor's guest or sign them in to
 another account, though it carries no ``SameSite=Lax`` cookie), is refused with
 ``403 csrf_rejected`` when its ``Origin`` (else ``Referer``) is present and not allowed, or when
-``Sec-Fetch-Site`` says ``cross-site``. A request with neither header (a server, curl) passes, and
+``Sec-Fetch-Site`` says ``cross-site``. A provider's callback (``PROVIDER_CALLBACK``) is exempt:
+providers post it cross-site as a form by design, and its single-use state protects it.
+A request with neither header (a server, curl) passes, and
 so does one authenticated by ``Authorization: Bearer``, which no other site can make a browser
 send. The guard reads cookies and the bearer token through ``app.platform.request_auth``, as the endpoints
 do, and paths as routing does (under ``root_path``), so it judges the request the endpoint will
@@ -39,8 +41,8 @@ MAX_BODY_BYTES = 1024 * 1024
 # every sign-in and link redemption of the API, and the hosted forms. Exact paths, and prefixes
 # for the families (every POST /v1/login…, every /account/ form); a path here that some method
 # does not serve is refused cross-site all the same, which costs nothing. A new endpoint that
-# starts a session belongs here (POST /v1/oauth/{provider}/token will); a provider's callback
-# does not (providers post it cross-site by design; its one-time state protects it).
+# starts a session belongs here (POST /v1/oauth/{provider}/token does, by its pattern); a
+# provider's callback does not (providers post it cross-site by design; its state protects it).
 SESSION_STARTING = frozenset(
     {"/v1/anonymous", "/v1/password-setup", "/v1/password-reset/confirm", "/v1/conversion/confirm"}
 )
