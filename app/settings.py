@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     # OpenID Connect providers (CONTRACT §3, §13): the names, and every ANONID_OIDC_<NAME>_<FIELD>
     # as ``{"<name>_<field>": value}`` (lower case, ``-`` as ``_``), gathered by ``_OidcSource``.
     oidc_providers: str | None = None
-    oidc: dict[str, str] = Field(default_factory=dict)
+    oidc: dict[str, SecretStr] = Field(default_factory=dict)  # secrets among them: never shown
     # Not in CONTRACT §3: the least time between two fetches of a provider's JWKS caused by an
     # unknown ``kid`` (a key rotation is picked up, a flood of made-up kids is not a flood of
     # fetches); tests shorten it.
@@ -245,7 +245,7 @@ class OidcProvider:
     name: str
     issuer: str
     client_id: str
-    client_secret: str | None
+    client_secret: str | None = field(repr=False)
     scopes: str
     trust_email: bool
     # Not in CONTRACT §3: ``form_post`` for providers that need it (Apple, when asking for the
@@ -269,13 +269,14 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-def _oidc_provider(name: str, values: dict[str, str]) -> OidcProvider:
+def _oidc_provider(name: str, values: dict[str, SecretStr]) -> OidcProvider:
     key = name.replace("-", "_")
     env = f"ANONID_OIDC_{key.upper()}_"
 
     def get(field: str) -> str | None:
-        value = values.get(f"{key}_{field}")
-        return value.strip() if isinstance(value, str) and value.strip() else None
+        secret = values.get(f"{key}_{field}")
+        value = secret.get_secret_value().strip() if secret is not None else ""
+        return value or None
 
     issuer, client_id = get("issuer"), get("client_id")
     if issuer is None or client_id is None:

@@ -42,7 +42,7 @@ def oidc_overrides(provider: Provider, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provider]:
-    port = free_port(18600, 18700)
+    port = free_port(18800, 18850)
     redirect_uris = [f"{BASE_URL}/v1/oauth/{name}/callback" for name in PROVIDERS]
     running = Provider(tmp_path_factory.mktemp("oidc"), port, redirect_uris).start()
     yield running

@@ -40,10 +40,10 @@ class Stack:
 @pytest.fixture(scope="module")
 def oidc_stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("oidc-journey")
-    port, shop_port = free_port(18500, 18550), free_port(18550, 18599)
+    port, shop_port = free_port(18850, 18875), free_port(18875, 18899)
     anonid, shop = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{shop_port}"
     provider = Provider(
-        tmp_path, free_port(18700, 18799), [f"{anonid}/v1/oauth/{NAME}/callback"]
+        tmp_path, free_port(18800, 18850), [f"{anonid}/v1/oauth/{NAME}/callback"]
     ).start()
     served = Served(
         tmp_path,
