@@ -26,7 +26,15 @@ ERRORS: dict[str, tuple[int, str]] = {
     "forbidden": (403, N_("This session may not do that.")),
     "not_found": (404, N_("There is nothing here.")),
     "method_not_allowed": (405, N_("This method is not allowed here.")),
+    "invalid_return_to": (
+        400,
+        N_("return_to must be a URL on this service or on an allowed origin of the app."),
+    ),
     "already_registered": (409, N_("This account is already registered.")),
+    "last_credential": (
+        409,
+        N_("This is the account's last way to sign in; add another before removing it."),
+    ),
     "email_taken": (409, N_("This email address already belongs to another account.")),
     "token_expired": (410, N_("This link has expired; ask for a new one.")),
     "data_too_large": (413, N_("The profile data would exceed the size limit.")),
@@ -66,3 +74,28 @@ class AnonidError(Exception):
         self.message = self.template % self.params if params else self.template
         self.headers = headers or {}
         super().__init__(f"{code}: {self.message}")
+
+
+# How a sign-in with a provider ends when it fails: ``return_to?error=<code>`` (CONTRACT §13).
+FLOW_ERRORS = frozenset(
+    {
+        "access_denied",
+        "invalid_state",
+        "invalid_id_token",
+        "provider_error",
+        "identity_taken",
+        "email_taken",
+    }
+)
+
+
+class FlowError(Exception):
+    """A provider sign-in that ends at ``return_to?error=<code>`` with nothing changed; ``detail``
+    is for the log only (never shown: it may quote the provider)."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        if code not in FLOW_ERRORS:
+            raise KeyError(code)
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}" if detail else code)

@@ -14,10 +14,11 @@ from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
 from app.admin import router as console_router
-from app.api import account, admin, devmail, errors, ops, pages, public
+from app.api import account, admin, devmail, errors, oauth, ops, pages, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
 from app.api.hot import HotPaths
+from app.credentials.oidc_client import OidcProviders
 from app.outbox.smtputf8 import Smtputf8Support
 from app.platform.catcher import caught_mail_dir, effective_smtp_url
 from app.platform.db import RESOLVED_URL_ENV, open_databases, resolve_database_url
@@ -99,6 +100,10 @@ def create_app(
         smtputf8 = Smtputf8Support(effective_smtp_url(settings))
         smtputf8.start()
         services.extras["smtputf8"] = smtputf8
+        # Discovery and JWKS are fetched on first use, never at start: a provider that is down
+        # must not keep the service from starting.
+        oidc = OidcProviders(settings)
+        services.extras["oidc"] = oidc
         tasks = [asyncio.create_task(_refresh_keys(keys), name="anonid-keys")]
         if settings.run_worker:
             from app.outbox.worker import OutboxWorker
@@ -122,6 +127,7 @@ def create_app(
             await asyncio.gather(*tasks, return_exceptions=True)
             await services.extras["limiter"].close()
             await smtputf8.close()
+            await oidc.close()
             await pool.close()
             await databases.dispose()
 
@@ -135,6 +141,7 @@ def create_app(
     errors.install(app, cookies.name, cookies.clear)
     app.include_router(public.router)
     app.include_router(account.router)
+    app.include_router(oauth.router)
     app.include_router(pages.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)

@@ -40,7 +40,8 @@ users = sa.Table(
         "NOT is_anonymous OR (email IS NULL AND password_hash IS NULL)",
         name="anonymous_has_no_credentials",
     ),
-    sa.CheckConstraint("is_anonymous OR email IS NOT NULL", name="registered_has_email"),
+    # A registered account has an address or an identity: a deferred constraint trigger
+    # (ck_users_registered_can_sign_in, migration 0011), since a check cannot see identities.
     sa.CheckConstraint("jsonb_typeof(data) = 'object'", name="data_is_object"),
 )
 # Addresses are stored in their one normal form (app.lifecycle.addresses), compared with "=".
@@ -103,6 +104,44 @@ link_tokens = sa.Table(
 )
 sa.Index(
     "ix_link_tokens_ended_at", sa.func.coalesce(link_tokens.c.used_at, link_tokens.c.expires_at)
+)
+
+# Provider accounts linked to users (CONTRACT §13); they go with the user.
+identities = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "user_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("email", sa.Text),
+    sa.Column("email_verified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_sign_in_at", TS),
+    sa.UniqueConstraint("provider", "subject"),
+)
+
+# Authorization requests in flight, keyed by a SHA-256 of their ``state``; single use.
+oauth_flows = sa.Table(
+    "oauth_flows",
+    metadata,
+    sa.Column("state_hash", BYTEA, primary_key=True),
+    sa.Column("browser_hash", BYTEA, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("code_verifier", sa.Text, nullable=False),
+    sa.Column("nonce", sa.Text, nullable=False),
+    # No foreign key: the callback checks that the starter is still as it was (id and version).
+    sa.Column("user_id", UUID(as_uuid=True)),
+    sa.Column("session_version", sa.Integer),
+    sa.Column("return_to", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("expires_at", TS, nullable=False, index=True),
 )
 
 events = sa.Table(

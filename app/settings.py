@@ -7,16 +7,25 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from limits import parse_many
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+OIDC_NAME = re.compile(r"^[a-z0-9-]{1,40}$")
+OIDC_FIELDS = ("issuer", "client_id", "client_secret", "scopes", "trust_email", "response_mode")
+OIDC_PREFIX = "anonid_oidc_"
 
 
 class SettingsError(Exception):
@@ -79,6 +88,26 @@ class Settings(BaseSettings):
     # Not in CONTRACT §3: how long a process trusts its cached signing keys before re-reading
     # them (a key rotated elsewhere is used and published within this); tests shorten it.
     key_cache_seconds: int = Field(60, ge=1, le=3600)
+    # OpenID Connect providers (CONTRACT §3, §13): the names, and every ANONID_OIDC_<NAME>_<FIELD>
+    # as ``{"<name>_<field>": value}`` (lower case, ``-`` as ``_``), gathered by ``_OidcSource``.
+    oidc_providers: str | None = None
+    oidc: dict[str, SecretStr] = Field(default_factory=dict)  # secrets among them: never shown
+    # Not in CONTRACT §3: the least time between two fetches of a provider's JWKS caused by an
+    # unknown ``kid`` (a key rotation is picked up, a flood of made-up kids is not a flood of
+    # fetches); tests shorten it.
+    oidc_jwks_refresh_seconds: int = Field(30, ge=0, le=3600)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        oidc = _OidcSource(settings_cls, env_settings, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, oidc, file_secret_settings
 
     @field_validator("public_url")
     @classmethod
@@ -177,8 +206,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not an IP address or network") from exc
         return v
 
+    @field_validator("oidc_providers")
+    @classmethod
+    def _oidc_names(cls, v: str | None) -> str | None:
+        names = _split(v)
+        for name in names:
+            if not OIDC_NAME.match(name):
+                raise ValueError(f"{name!r} is not a provider name ([a-z0-9-]+)")
+        if len(set(names)) != len(names):
+            raise ValueError("names a provider twice")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        self.oidc_provider_map  # noqa: B018 (refuses an incomplete or unsafe provider at start)
         if self.cull_after_days <= self.anonymous_ttl_days:
             raise ValueError(
                 f"ANONID_CULL_AFTER_DAYS ({self.cull_after_days}) must be greater than "
@@ -228,8 +269,117 @@ class Settings(BaseSettings):
     def webhook_url_list(self) -> list[str]:
         return _split(self.webhook_urls)
 
+    @cached_property
+    def oidc_provider_map(self) -> dict[str, OidcProvider]:
+        """The configured providers by name, in the order ``ANONID_OIDC_PROVIDERS`` lists them."""
+        return {name: _oidc_provider(name, self.oidc) for name in _split(self.oidc_providers)}
+
+    def oauth_redirect_uri(self, provider: str) -> str:
+        """The redirect URI to register at the provider (CONTRACT §13)."""
+        return f"{self.public_url}/v1/oauth/{provider}/callback"
+
     def link(self, template: str, token: str) -> str:
         return template.replace("{public_url}", self.public_url).replace("{token}", token)
+
+
+@dataclass(frozen=True, slots=True)
+class OidcProvider:
+    """One OpenID Connect provider as configured by ``ANONID_OIDC_<NAME>_*``."""
+
+    name: str
+    issuer: str
+    client_id: str
+    client_secret: str | None = field(repr=False)
+    scopes: str
+    trust_email: bool
+    # Not in CONTRACT §3: ``form_post`` for providers that need it (Apple, when asking for the
+    # address); the callback accepts both.
+    response_mode: Literal["query", "form_post"]
+
+    @property
+    def label(self) -> str:
+        """The name shown on buttons: ``google`` is "Google", ``my-idp`` is "My Idp"."""
+        return " ".join(part.capitalize() for part in self.name.split("-"))
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _oidc_provider(name: str, values: dict[str, SecretStr]) -> OidcProvider:
+    key = name.replace("-", "_")
+    env = f"ANONID_OIDC_{key.upper()}_"
+
+    def get(field: str) -> str | None:
+        secret = values.get(f"{key}_{field}")
+        value = secret.get_secret_value().strip() if secret is not None else ""
+        return value or None
+
+    issuer, client_id = get("issuer"), get("client_id")
+    if issuer is None or client_id is None:
+        raise ValueError(f"provider {name!r} needs {env}ISSUER and {env}CLIENT_ID")
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{env}ISSUER must be an absolute https URL")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(f"{env}ISSUER must use https (http is accepted on loopback hosts only)")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{env}ISSUER must have no query, fragment or user information")
+    trust = (get("trust_email") or "false").lower()
+    if trust not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError(f"{env}TRUST_EMAIL must be true or false")
+    mode = get("response_mode") or "query"
+    if mode not in ("query", "form_post"):
+        raise ValueError(f"{env}RESPONSE_MODE must be query or form_post")
+    scopes = " ".join((get("scopes") or "openid email profile").replace(",", " ").split())
+    if "openid" not in scopes.split():
+        raise ValueError(f"{env}SCOPES must include openid")
+    return OidcProvider(
+        name=name,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=get("client_secret"),
+        scopes=scopes,
+        trust_email=trust in ("true", "1", "yes", "on"),
+        response_mode=mode,  # type: ignore[arg-type]
+    )
+
+
+class _OidcSource(PydanticBaseSettingsSource):
+    """Every ``ANONID_OIDC_<NAME>_<FIELD>`` of the environment and the ``.env`` file (the
+    environment wins), as the ``oidc`` field: names are not known before the settings are read."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        env: PydanticBaseSettingsSource,
+        dotenv: PydanticBaseSettingsSource,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._sources = [s for s in (dotenv, env) if isinstance(s, EnvSettingsSource)]
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ gathers the values
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, str] = {}
+        for source in self._sources:  # the environment last, so it wins
+            for name, value in source.env_vars.items():
+                lowered = name.lower()
+                if (
+                    value is not None
+                    and lowered.startswith(OIDC_PREFIX)
+                    and lowered.endswith(OIDC_FIELDS)
+                ):
+                    found[lowered.removeprefix(OIDC_PREFIX)] = value
+        return {"oidc": found} if found else {}
 
 
 def _split(value: str | None) -> list[str]:

@@ -328,3 +328,57 @@ async def test_migration_0007_upgrades_a_populated_database_and_stats_read_it(
 async def _counts(engine, tables: tuple[str, ...]) -> dict[str, int]:
     async with engine.connect() as conn:
         return {t: await conn.scalar(sa.text(f"SELECT count(*) FROM {t}")) for t in tables}
+
+
+async def test_migration_0011_upgrades_a_populated_database_and_registered_accounts_may_lack_an_address(
+    scratch_url: str,
+) -> None:
+    await asyncio.to_thread(_alembic, scratch_url, "upgrade", "0008")
+    engine = create_engine(scratch_url, pool_size=1)
+    member = uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, username, is_anonymous)"
+                    " SELECT gen_random_uuid(), 'g' || g, true FROM generate_series(1, 20) g"
+                )
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, is_anonymous, email, password_hash, data)"
+                    " VALUES (:id, false, 'member@x.test', 'hash', '{\"k\": 1}')"
+                ),
+                {"id": member},
+            )
+        before = await _counts(engine, ("users", "events"))
+        await engine.dispose()
+
+        await asyncio.to_thread(_alembic, scratch_url, "upgrade", "0011")
+        assert await _counts(engine, ("users", "events")) == before
+        async with engine.begin() as conn:
+            # The member may now swap its address for an identity, in one transaction.
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO identities (id, user_id, provider, subject) "
+                    "VALUES (gen_random_uuid(), :id, 'op', 'sub-1')"
+                ),
+                {"id": member},
+            )
+            await conn.execute(
+                sa.text("UPDATE users SET email = NULL WHERE id = :id"), {"id": member}
+            )
+        await engine.dispose()
+
+        # Going back cannot represent that account: the downgrade refuses and changes nothing.
+        with pytest.raises(sa.exc.IntegrityError):
+            await asyncio.to_thread(_alembic, scratch_url, "downgrade", "0008")
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE users SET email = 'member@x.test' WHERE id = :id"), {"id": member}
+            )
+        await engine.dispose()
+        await asyncio.to_thread(_alembic, scratch_url, "downgrade", "0008")
+        assert await _counts(engine, ("users", "events")) == before
+    finally:
+        await engine.dispose()

@@ -157,6 +157,21 @@ async def _link(
     return token, digest
 
 
+async def _flow(engine: AsyncEngine, expires_in: timedelta) -> bytes:
+    """An oauth_flows row (a provider sign-in in flight) expiring ``expires_in`` from now."""
+    digest = hashlib.sha256(secrets.token_bytes(16)).digest()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO oauth_flows (state_hash, browser_hash, provider, code_verifier, "
+                "nonce, return_to, expires_at) VALUES (:h, :h, 'op', 'v', 'n', 'https://x.test/', "
+                "now() + make_interval(secs => :s))"
+            ),
+            {"h": digest, "s": expires_in.total_seconds()},
+        )
+    return digest
+
+
 async def _left(engine: AsyncEngine, table: str, key: str, values: list) -> set:
     async with engine.connect() as conn:
         return set(
@@ -199,6 +214,11 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "expired_recently": await _link(own_engine, owner, expired=6 * day, used=None),
             "live": await _link(own_engine, owner, expired=None, used=None),
         }
+        flows = {
+            "expired": await _flow(own_engine, -timedelta(minutes=1)),
+            "expired_long_ago": await _flow(own_engine, -day),
+            "live": await _flow(own_engine, timedelta(minutes=5)),
+        }
         before = await _stats(client, 10)
         assert before[old_day.isoformat()] == _funnel(created=3)
 
@@ -209,6 +229,10 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "outbox_delivered": 1,
             "outbox_failed": 1,
             "link_tokens": 2,
+            "oauth_flows": 2,
+        }
+        assert await _left(own_engine, "oauth_flows", "state_hash", list(flows.values())) == {
+            flows["live"]
         }
         assert await _left(own_engine, "events", "id", old) == set()
         assert await _left(own_engine, "events", "id", kept) == set(kept)

@@ -255,10 +255,32 @@ def _done(request: Request, svc: Services, csrf: Csrf, row: Row[Any], title: str
 # Log in
 
 
+# What a provider sign-in that ended here (``/account/login?error=<code>``) says to the visitor.
+FLOW_MESSAGES = {
+    "access_denied": N_("Signing in with the provider was cancelled."),
+    "invalid_state": N_("That sign-in link has expired or was already used. Please try again."),
+    "invalid_id_token": N_("The provider's answer could not be verified. Please try again."),
+    "provider_error": N_("The provider could not complete the sign-in. Please try again later."),
+    "identity_taken": N_("That provider account is already linked to another account."),
+    "email_taken": N_("That address already belongs to another account."),
+}
+
+
+def _provider_buttons(svc: Services) -> list[dict[str, str]]:
+    """One "Continue with …" link per configured provider (CONTRACT §15)."""
+    return [
+        {"name": name, "label": config.label, "url": f"/v1/oauth/{name}/authorize"}
+        for name, config in svc.settings.oidc_provider_map.items()
+    ]
+
+
 def _login_page(
     request: Request, csrf: Csrf, session: Session | None, status: int = 200, **context: Any
 ) -> Response:
     context.setdefault("email", "")
+    if context.get("error") is None:
+        message = FLOW_MESSAGES.get(request.query_params.get("error", ""))
+        context["error"] = translated(request, message) if message else None
     guest = session is not None and session.claims.anon
     return _page(
         request,
@@ -268,6 +290,7 @@ def _login_page(
         title=translated(request, N_("Log in")),
         guest=guest,
         form_token=csrf.token("login"),
+        providers=_provider_buttons(services(request)),
         **context,
     )
 

@@ -6,7 +6,7 @@ same transaction: ``user_id`` becomes NULL and the payload ``{}`` (a merge event
 as either side counts as the account's). The ``user.deleted`` event itself is stored the same way;
 only its webhook deliveries (``outbox`` rows with ``user_id`` NULL) carry ``{"id": …}``, because an
 integrating app needs the id to erase its own copy. Link tokens and every email of the account go
-with the row (``ON DELETE CASCADE``). After an erase no row in ``users``, ``link_tokens``,
+with the row (``ON DELETE CASCADE``), and so do its provider identities. After an erase no row in ``users``, ``link_tokens``,
 ``outbox.user_id`` or ``events`` refers to the account.
 
 Conversion requests are exported as ``pending_email`` and its expiry (and the
@@ -57,6 +57,11 @@ FROM outbox WHERE user_id = :id AND kind = 'email'
     AND payload ->> 'email_kind' <> 'conversion_setup'
 ORDER BY id
 """
+)
+
+_IDENTITIES = sa.text(
+    "SELECT provider, subject, email, email_verified, created_at, last_sign_in_at "
+    "FROM identities WHERE user_id = :id ORDER BY created_at, id"
 )
 
 _DELETE = sa.text("DELETE FROM users WHERE id = :id RETURNING id")
@@ -110,6 +115,17 @@ async def export_user(conn: AsyncConnection, user_id: UUID) -> dict[str, Any] | 
         }
         for mail in await conn.execute(_EMAILS, params)
     ]
+    identities = [
+        {
+            "provider": identity.provider,
+            "subject": identity.subject,
+            "email": identity.email,
+            "email_verified": identity.email_verified,
+            "created_at": _iso(identity.created_at),
+            "last_sign_in_at": _iso(identity.last_sign_in_at),
+        }
+        for identity in await conn.execute(_IDENTITIES, params)
+    ]
     events = [
         {
             "id": str(event.id),
@@ -124,6 +140,7 @@ async def export_user(conn: AsyncConnection, user_id: UUID) -> dict[str, Any] | 
         "user": user,
         "pending_conversion": pending,
         "links": links,
+        "identities": identities,
         "emails": emails,
         "events": events,
     }

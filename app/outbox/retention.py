@@ -6,7 +6,8 @@ Removed, in batches of at most ``batch_size`` rows, each batch its own short tra
 - delivered outbox rows older than ``ANONID_OUTBOX_RETENTION_DAYS`` (by ``sent_at``), and rows
   given up on (``failed_at``) more than ``FAILED_OUTBOX_DAYS`` ago;
 - link tokens ``LINK_TOKEN_GRACE`` after they were used or expired, whichever came first: until
-  then a click on a spent or expired link still answers "used" or "expired", not "unknown".
+  then a click on a spent or expired link still answers "used" or "expired", not "unknown";
+- provider sign-in requests (``oauth_flows``) once expired (a redeemed one is already gone).
 
 Any number of processes may run it at once: rows are taken with ``FOR UPDATE SKIP LOCKED`` and
 every delete re-checks its guard, so two runs never remove a row twice or one that is not due.
@@ -75,6 +76,7 @@ _FAILED = _batch("outbox", "failed_at < :cutoff", "failed_at")
 _TOKENS = _batch(
     "link_tokens", "coalesce(used_at, expires_at) < :cutoff", "coalesce(used_at, expires_at)"
 )
+_FLOWS = _batch("oauth_flows", "expires_at < now()", "expires_at")
 
 
 async def _drain(
@@ -95,7 +97,7 @@ async def remove_expired(
     engine: AsyncEngine, settings: Settings, *, batch_size: int = 1000
 ) -> dict[str, int]:
     """Remove every row past its retention now; the rows removed per kind
-    (``events``, ``outbox_delivered``, ``outbox_failed``, ``link_tokens``)."""
+    (``events``, ``outbox_delivered``, ``outbox_failed``, ``link_tokens``, ``oauth_flows``)."""
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
     async with engine.begin() as conn:
@@ -115,7 +117,13 @@ async def remove_expired(
         # Committed before any event goes: a day's figures are final before it loses a row.
         await seal_days_before(conn, events_cutoff)
         types = list(await conn.scalars(_EVENT_TYPES))
-    removed = {"events": 0, "outbox_delivered": 0, "outbox_failed": 0, "link_tokens": 0}
+    removed = {
+        "events": 0,
+        "outbox_delivered": 0,
+        "outbox_failed": 0,
+        "link_tokens": 0,
+        "oauth_flows": 0,
+    }
     for event_type in types:
         removed["events"] += await _drain(
             engine, _EVENTS, {"type": event_type, "cutoff": events_cutoff}, batch_size
@@ -125,6 +133,7 @@ async def remove_expired(
     )
     removed["outbox_failed"] = await _drain(engine, _FAILED, {"cutoff": cutoffs.failed}, batch_size)
     removed["link_tokens"] = await _drain(engine, _TOKENS, {"cutoff": cutoffs.tokens}, batch_size)
+    removed["oauth_flows"] = await _drain(engine, _FLOWS, {}, batch_size)
     if any(removed.values()):
         log.info("retention removed %s", ", ".join(f"{v} {k}" for k, v in removed.items()))
     return removed

@@ -7,7 +7,9 @@ CSRF (CONTRACT §5): an unsafe request that carries the session cookie, or whose
 one (``SESSION_STARTING``: a cross-site form must not swap a visitor's guest or sign them in to
 another account, though it carries no ``SameSite=Lax`` cookie), is refused with
 ``403 csrf_rejected`` when its ``Origin`` (else ``Referer``) is present and not allowed, or when
-``Sec-Fetch-Site`` says ``cross-site``. A request with neither header (a server, curl) passes, and
+``Sec-Fetch-Site`` says ``cross-site``. A provider's callback (``PROVIDER_CALLBACK``) is exempt:
+providers post it cross-site as a form by design, and its single-use state protects it.
+A request with neither header (a server, curl) passes, and
 so does one authenticated by ``Authorization: Bearer``, which no other site can make a browser
 send. The guard reads cookies and the bearer token through ``app.platform.request_auth``, as the endpoints
 do, and paths as routing does (under ``root_path``), so it judges the request the endpoint will
@@ -19,6 +21,7 @@ serve. Hosted forms also need their own token (``app.api.pages.Csrf``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -39,8 +42,8 @@ MAX_BODY_BYTES = 1024 * 1024
 # every form acts with its own SameSite=Strict session). Exact paths, and prefixes for the
 # families (every POST /v1/login…, every /account/ and /admin/ form); a path here that some method
 # does not serve is refused cross-site all the same, which costs nothing. A new endpoint that
-# starts a session belongs here (POST /v1/oauth/{provider}/token will); a provider's callback
-# does not (providers post it cross-site by design; its one-time state protects it).
+# starts a session belongs here (POST /v1/oauth/{provider}/token does, by its pattern); a
+# provider's callback does not (providers post it cross-site by design; its state protects it).
 SESSION_STARTING = frozenset(
     {
         "/v1/anonymous",
@@ -51,6 +54,11 @@ SESSION_STARTING = frozenset(
     }
 )
 SESSION_STARTING_PREFIXES = ("/v1/login", "/account/", "/admin/")
+SESSION_STARTING_PATTERN = re.compile(r"^/v1/oauth/[^/]+/token$")
+# A provider's callback (response_mode=form_post) is posted from the provider's own site, as a
+# form: neither the origin check nor the JSON media type can apply. Its single-use state, bound
+# to the browser that started the flow (app.credentials.oauth_state), protects it instead.
+PROVIDER_CALLBACK = re.compile(r"^/v1/oauth/[^/]+/callback$")
 
 
 def _origin_of(url: str) -> str | None:
@@ -83,9 +91,11 @@ class RequestGuard:
             headers.setdefault(key, value)  # the first of repeated headers, as Starlette reads
         path = _route_path(scope)
 
-        refusal = self._csrf(scope, path, headers)
-        if refusal is None:
-            refusal = self._media_type(scope["method"], path, headers)
+        refusal = None
+        if not PROVIDER_CALLBACK.match(path):
+            refusal = self._csrf(scope, path, headers)
+            if refusal is None:
+                refusal = self._media_type(scope["method"], path, headers)
         if refusal is not None:
             await _send_error(send, refusal)
             return
@@ -174,7 +184,11 @@ class RequestGuard:
 
 def starts_session(path: str) -> bool:
     """Whether a successful unsafe request to ``path`` sets a session cookie (``SESSION_STARTING``)."""
-    return path in SESSION_STARTING or path.startswith(SESSION_STARTING_PREFIXES)
+    return (
+        path in SESSION_STARTING
+        or path.startswith(SESSION_STARTING_PREFIXES)
+        or SESSION_STARTING_PATTERN.match(path) is not None
+    )
 
 
 def _route_path(scope: Scope) -> str:

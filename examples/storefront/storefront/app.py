@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -34,6 +35,8 @@ class Config:
     audience: str = "anonid"
     cookie_name: str = "anonid_session"
     inbox_url: str | None = None
+    # anonid's providers to offer ("Continue with …"), as (name, label): ANONID_OIDC_PROVIDERS.
+    providers: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls) -> Config:
@@ -45,7 +48,18 @@ class Config:
             audience=env.get("STOREFRONT_AUDIENCE", "anonid"),
             cookie_name=env.get("STOREFRONT_COOKIE_NAME", "anonid_session"),
             inbox_url=env.get("STOREFRONT_INBOX_URL") or None,
+            providers=_providers(env.get("STOREFRONT_PROVIDERS", "")),
         )
+
+
+def _providers(value: str) -> tuple[tuple[str, str], ...]:
+    """``google,my-idp=My IdP`` as ((name, label), …); the label defaults to the name."""
+    found = []
+    for item in value.split(","):
+        name, _, label = item.strip().partition("=")
+        if name:
+            found.append((name, label.strip() or " ".join(p.capitalize() for p in name.split("-"))))
+    return tuple(found)
 
 
 def create_app(config: Config | None = None) -> FastAPI:
@@ -63,6 +77,19 @@ def create_app(config: Config | None = None) -> FastAPI:
         # PyJWKClient fetches with urllib (blocking) when its cache is cold: keep it off the loop.
         return await run_in_threadpool(verifier.verify, request.cookies.get(config.cookie_name))
 
+    def provider_links(request: Request) -> list[dict[str, str]]:
+        # Back to this very page after the provider; anonid checks it is on an allowed origin.
+        back = str(request.url.remove_query_params("error"))
+        query = urlencode({"return_to": back})
+        return [
+            {
+                "name": n,
+                "label": label,
+                "url": f"{config.anonid_url}/v1/oauth/{n}/authorize?{query}",
+            }
+            for n, label in config.providers
+        ]
+
     def page(request: Request, name: str, who: Visitor | None, **context: object) -> HTMLResponse:
         response = templates.TemplateResponse(
             request,
@@ -73,6 +100,7 @@ def create_app(config: Config | None = None) -> FastAPI:
                 "visitor": who,
                 "session": "none" if who is None else "guest" if who.anonymous else "registered",
                 "products": PRODUCTS,
+                "providers": provider_links(request),
                 **context,
             },
         )

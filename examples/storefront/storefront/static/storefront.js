@@ -120,5 +120,16 @@ async function load() {
   }
 }
 
+// Back from "Continue with …" without a session: anonid says why in ?error=.
+const PROVIDER_ERRORS = {
+  access_denied: "Signing in with the provider was cancelled.",
+  identity_taken: "That provider account is already linked to another account.",
+  email_taken: "That address already belongs to another account.",
+};
+const providerError = new URLSearchParams(window.location.search).get("error");
+if (providerError) {
+  signupStatus(PROVIDER_ERRORS[providerError] || "Signing in with the provider did not work; please try again.");
+}
+
 // data-ready tells tests (and anyone curious) that the page has its data.
 load().finally(() => { document.body.dataset.ready = "true"; });
