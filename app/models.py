@@ -7,7 +7,7 @@ mirrors them so queries can be built with Core and so a test can check the two a
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID
 
 metadata = sa.MetaData(
     naming_convention={
@@ -101,6 +101,35 @@ link_tokens = sa.Table(
 )
 sa.Index(
     "ix_link_tokens_ended_at", sa.func.coalesce(link_tokens.c.used_at, link_tokens.c.expires_at)
+)
+
+# One row per sign-in (CONTRACT §4); ``id`` is the access token's ``sid``. Refresh tokens are
+# kept only as SHA-256 hashes (app.sessions.refresh).
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "user_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_used_at", TS, nullable=False, server_default=sa.func.now(), index=True),
+    sa.Column("user_agent", sa.Text),
+    sa.Column("family_hash", BYTEA, nullable=False),
+    sa.Column("live_hashes", ARRAY(BYTEA), nullable=False),
+    sa.Column("spent_hashes", ARRAY(BYTEA), nullable=False, server_default="{}"),
+    sa.Column("rotated_at", TS),
+    sa.Column("ended_at", TS),
+    sa.Column("ended_reason", sa.Text),
+)
+sa.Index(
+    "ix_sessions_ended_at",
+    sessions.c.ended_at,
+    postgresql_where=sa.text("ended_at IS NOT NULL"),
 )
 
 events = sa.Table(

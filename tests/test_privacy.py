@@ -15,7 +15,7 @@ from tests.account_support import bare_client, fresh_email, register
 from tests.account_support import new_guest as new_guest_of
 from tests.conftest import AppFactory
 from tests.lifecycle_support import add_email, add_link, insert_registered, new_guest
-from tests.tokens import claims_for, sign
+from tests.tokens import claims_for, live_session, sign
 
 WEBHOOK_SETTINGS = {
     "webhook_urls": "https://hooks.example.test/anonid",
@@ -132,7 +132,8 @@ async def test_export_of_a_registered_user_has_no_password_hash(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     user, email = await insert_registered(engine)
-    token = await sign(engine, claims_for(user, anon=False))
+    sid = await live_session(engine, user)
+    token = await sign(engine, claims_for(user, anon=False, sid=sid))
     r = await client.get("/v1/me/export", headers=bearer(token))
     assert r.status_code == 200, r.text
     export = r.json()

@@ -23,6 +23,7 @@ EVENT_TYPES = (
     "user.culled",
     "user.deleted",
     "user.password_reset",
+    "user.refresh_reused",
 )
 
 # Where an event row comes from by default: bound parameters :event_id, :event_type, :event_user

@@ -22,6 +22,7 @@ EMAIL_KINDS = (
     "conversion_already_registered",
     "password_reset",
     "password_changed",
+    "security_alert",
 )
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "email"

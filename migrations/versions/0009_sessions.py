@@ -1,0 +1,71 @@
+"""Sessions (CONTRACT §4): one row per sign-in, holding only hashes of its refresh tokens.
+
+- ``id`` is the access token's ``sid``; ``user_id`` cascades with the account (the cull, an
+  erase, a merged guest take their sessions with them).
+- ``family_hash`` is the SHA-256 of the session's family secret, which every refresh token of the
+  session carries (``app.sessions.refresh``): it tells a spent token of this session (reuse: the
+  session ends) from a made-up one (refused, nothing ends).
+- ``live_hashes`` are the SHA-256 of the refresh tokens that may be redeemed now (one, or a few
+  siblings issued inside the reuse interval); ``spent_hashes`` those rotated at ``rotated_at``,
+  still accepted for ``ANONID_REFRESH_REUSE_SECONDS`` after it.
+- ``last_used_at`` moves at every refresh; idle and absolute lifetimes are read from it and from
+  ``created_at`` with the settings of the day, so changing a lifetime applies to live sessions.
+- ``ended_at`` / ``ended_reason``: logout, reuse, a session-version bump, ``DELETE
+  /v1/me/sessions/{id}``.
+
+Indexes: ``user_id`` (a user's sessions, the cascade), ``last_used_at`` and ``ended_at`` (partial)
+for retention, which removes ended and idle sessions in batches.
+
+Upgrading a populated database adds an empty table: sessions of version 1 (one long-lived JWT with
+no ``sid``) are not carried over (see the README's upgrade note). Downgrade drops the table.
+
+Revision ID: 0009
+Revises: 0007
+Create Date: 2026-12-10
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, UUID
+
+revision = "0009"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+TS = sa.TIMESTAMP(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sessions",
+        sa.Column("id", UUID(as_uuid=True), nullable=False),
+        sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+        sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+        sa.Column("last_used_at", TS, nullable=False, server_default=sa.func.now()),
+        sa.Column("user_agent", sa.Text),
+        sa.Column("family_hash", BYTEA, nullable=False),
+        sa.Column("live_hashes", ARRAY(BYTEA), nullable=False),
+        sa.Column("spent_hashes", ARRAY(BYTEA), nullable=False, server_default="{}"),
+        sa.Column("rotated_at", TS),
+        sa.Column("ended_at", TS),
+        sa.Column("ended_reason", sa.Text),
+        sa.PrimaryKeyConstraint("id", name="pk_sessions"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name="fk_sessions_user_id_users", ondelete="CASCADE"
+        ),
+    )
+    op.create_index("ix_sessions_user_id", "sessions", ["user_id"])
+    op.create_index("ix_sessions_last_used_at", "sessions", ["last_used_at"])
+    op.create_index(
+        "ix_sessions_ended_at",
+        "sessions",
+        ["ended_at"],
+        postgresql_where=sa.text("ended_at IS NOT NULL"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("sessions")
