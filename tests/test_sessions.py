@@ -849,3 +849,35 @@ async def test_retention_removes_ended_and_long_idle_sessions_only(server_url: s
                 sessions["ended_just_now"],
                 sessions["idle_recently"],
             }
+
+
+# Upgrading from version 1
+
+
+async def test_a_version_1_cookie_is_exchanged_once_for_a_session_of_the_same_guest(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Version 1 set one long-lived JWT with no ``sid``: a browser still holding one after the
+    upgrade keeps its guest, getting a session pair in the answer."""
+    guest = await _bearer_guest(client)
+    user_id = guest["user"]["id"]
+    v1 = claims_for(user_id, exp=int(time.time()) + 20 * 86400)
+    del v1["sid"]
+    old_cookie = await sign(engine, v1)
+    client.cookies.set("anonid_session", old_cookie, domain="anonid.test")
+    r = await client.get("/v1/me")
+    assert r.status_code == 200 and r.json()["id"] == user_id
+    assert set(_cookies(r)) == {"anonid_session", "anonid_refresh"}
+    assert await _live_sessions(engine, user_id) == 2  # the bearer one, and the browser's
+    assert (await client.post(REFRESH)).status_code == 200
+    # Never as a bearer token, never once its session version moved on or it expired.
+    r = await client.get("/v1/me", headers=bearer(old_cookie))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_session"
+    for changed in ({"sv": 2}, {"exp": int(time.time()) - 10}):
+        async with bare_client(client._transport.app) as other:  # type: ignore[attr-defined]
+            other.cookies.set(
+                "anonid_session", await sign(engine, {**v1, **changed}), domain="anonid.test"
+            )
+            r = await other.get("/v1/me")
+            assert r.status_code == 401 and r.json()["error"] == "invalid_session"
+            assert _cleared(r)

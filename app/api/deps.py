@@ -12,12 +12,12 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
-from app.lifecycle.users import get_session_user
+from app.lifecycle.users import get_session_user, legacy_user
 from app.platform.request_auth import bearer_token
 from app.services import Services
-from app.sessions.access import Claims
+from app.sessions.access import Claims, LegacySession
 from app.sessions.refresh import redeem
-from app.sessions.store import Pair
+from app.sessions.store import Pair, start
 from app.sessions.useragent import summarise
 
 M = TypeVar("M", bound=BaseModel)
@@ -91,6 +91,10 @@ async def authenticate(
     if access is not None:
         try:
             return Session(await svc.access.verify(access), True)
+        except LegacySession as legacy:
+            if refresh is None:
+                pair = await _exchange_legacy(svc, legacy)
+                return Session(pair.access.claims, True, renewed=pair, user=pair.user)
         except AnonidError as exc:
             if exc.code != "session_expired" or refresh is None:
                 raise
@@ -98,6 +102,16 @@ async def authenticate(
         return None
     pair = await redeem(svc.pool, svc, refresh)
     return Session(pair.access.claims, True, renewed=pair, user=pair.user)
+
+
+async def _exchange_legacy(svc: Services, legacy: LegacySession) -> Pair:
+    """A browser's version-1 cookie (still valid, its user and session version current) becomes
+    a session of its own, once: the answer sets both cookies, so the old token is not seen
+    again. Upgrading anonid keeps every guest."""
+    row = await legacy_user(svc.pool, legacy.sub, legacy.sv)
+    if row is None:
+        raise AnonidError("invalid_session")
+    return await start(svc.pool, svc, row, user_agent=None)
 
 
 def renewal_cookies(svc: Services, pair: Pair) -> list[str]:

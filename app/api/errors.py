@@ -48,8 +48,12 @@ def error_response(
     return response
 
 
-def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the given error codes, grouped by status."""
+def responses(*codes: str, expiring: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error codes, grouped by status. Where an access token
+    is accepted (``invalid_session`` listed), an expired one answers ``session_expired`` too,
+    unless ``expiring`` is false (the refresh, which takes no access token)."""
+    if expiring and "invalid_session" in codes and "session_expired" not in codes:
+        codes = (*codes, "session_expired")
     by_status: dict[int, list[str]] = {}
     for code in codes:
         by_status.setdefault(ERRORS[code][0], []).append(code)

@@ -66,7 +66,13 @@ async def _presented(request: Request) -> tuple[str, bool]:
     ),
     responses={
         200: {"model": SessionOut},
-        **responses("invalid_session", "invalid_json", "csrf_rejected", "unsupported_media_type"),
+        **responses(
+            "invalid_session",
+            "invalid_json",
+            "csrf_rejected",
+            "unsupported_media_type",
+            expiring=False,
+        ),
     },
     openapi_extra=REFRESH_BODY,
 )

@@ -82,5 +82,15 @@ async def get_session_user(
     return row
 
 
+_LEGACY_USER = Statement(
+    f"SELECT {USER_COLUMNS} FROM users WHERE id = :id AND session_version = :sv"
+)
+
+
+async def legacy_user(db: Db, user_id: UUID, session_version: int) -> Any:
+    """The user a version-1 session token names, if it exists at that session version."""
+    return await fetchrow(db, _LEGACY_USER, {"id": user_id, "sv": session_version})
+
+
 async def get_user(conn: AsyncConnection, user_id: UUID) -> Row[Any] | None:
     return (await conn.execute(_GET.clause, {"id": user_id})).first()

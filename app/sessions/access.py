@@ -33,8 +33,9 @@ from app.errors import AnonidError
 from app.sessions.keys import KeyRing, _b64
 
 VERIFIED_CACHE_SIZE = 10_000
+_NO_SESSION = "00000000-0000-0000-0000-000000000000"
 MAX_HEADER_CHARS = 1024
-REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud", "sid", "sv", "anon"]
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud", "sv", "anon"]  # and sid (below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,18 @@ class Claims:
     iat: int
     exp: int
     jti: str
+
+
+class LegacySession(AnonidError):
+    """A genuine, unexpired session token of version 1 (one long-lived JWT, no ``sid``): refused
+    as ``invalid_session`` everywhere, except that a browser presenting one as its cookie may
+    exchange it once for a session (``app.api.deps.authenticate``), so upgrading anonid does not
+    cost every guest their account."""
+
+    def __init__(self, sub: UUID, sv: int) -> None:
+        super().__init__("invalid_session")
+        self.sub = sub
+        self.sv = sv
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +160,10 @@ class AccessTokens:
                 issuer=self._issuer,
                 options={"require": REQUIRED_CLAIMS, "verify_exp": False},
             )
+            legacy = "sid" not in payload
             claims = Claims(
                 sub=UUID(payload["sub"]),
-                sid=UUID(payload["sid"]),
+                sid=UUID(payload.get("sid") or _NO_SESSION),
                 anon=payload["anon"],
                 sv=payload["sv"],
                 iat=payload["iat"],
@@ -162,6 +176,11 @@ class AccessTokens:
             raise AnonidError("invalid_session")
         if type(claims.exp) is not int:
             raise AnonidError("invalid_session")
+        if legacy:
+            # Version 1 signed only anonid's own sessions, so the signature is proof enough.
+            if time.time() >= claims.exp:
+                raise AnonidError("invalid_session")
+            raise LegacySession(claims.sub, claims.sv)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.pop(next(iter(self._verified)))
         self._verified[token] = (claims, kid)
