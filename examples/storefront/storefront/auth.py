@@ -79,7 +79,7 @@ class SessionVerifier:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+                options={"require": ["exp", "iat", "sub", "iss", "aud", "sid"]},
             )
         except jwt.PyJWKClientConnectionError as exc:
             log.warning("cannot fetch anonid's JWKS: %s", exc)
