@@ -149,15 +149,19 @@ def install(app: FastAPI, cookies: CookieJar) -> None:
 
     # Each class needs its own entry: Starlette's catch-all Exception handler answers but then
     # re-raises, and the server drops the connection under the client. asyncpg errors can escape
-    # SQLAlchemy's wrapping (from connect() while PostgreSQL shuts down) or come from the hot pool.
+    # SQLAlchemy's wrapping (from connect() while PostgreSQL shuts down) or come from the hot pool,
+    # which the session dependencies use too; so can the DBAPI errors SQLAlchemy's asyncpg adapter
+    # raises when the hot pool opens a connection through the engine (not SQLAlchemyErrors).
     for exc_class in (
         AnonidError,
         RequestValidationError,
         StarletteHTTPException,
         sqlalchemy.exc.SQLAlchemyError,
+        sqlalchemy.exc.EmulatedDBAPIException,
         OSError,
         asyncpg.PostgresError,
         asyncpg.InterfaceError,
+        asyncpg.exceptions.InternalClientError,
         Exception,
     ):
         app.add_exception_handler(exc_class, handle)
