@@ -50,6 +50,8 @@ sa.Index(
     users.c.updated_at,
     postgresql_where=users.c.is_anonymous,
 )
+# state=anonymous pages in id order without walking the (older, registered) rest of the table.
+sa.Index("ix_users_anonymous_id", users.c.id, postgresql_where=users.c.is_anonymous)
 sa.Index(
     "ix_users_registered_updated_at",
     users.c.updated_at,

@@ -378,6 +378,7 @@ async def test_admin_filters_read_through_their_indexes_never_a_whole_table(
             )
             await conn.execute(sa.text("ANALYZE users"))
         served_by = {
+            ("anonymous", False, False): "ix_users_anonymous_id",
             ("pending", False, False): "ix_users_pending_until",
             ("pending", True, False): "ix_users_pending_until",
             ("registered", True, False): "ix_users_registered_updated_at",

@@ -41,7 +41,7 @@ async def test_new_visitor_gets_anonymous_account_with_cookie_and_no_token_in_bo
     assert "access_token" not in body and "token" not in r.text.lower().replace("_", "")
     user = body["user"]
     assert user["state"] == "anonymous" and user["is_anonymous"] is True
-    assert user["email"] is None and re.fullmatch(r"guest-[0-9a-f]{16}", user["username"])
+    assert user["email"] is None and re.fullmatch(r"guest-[0-9a-f]{20}", user["username"])
     # expires_in is the access token's; both cookies live as long as the guest's session.
     assert body["expires_in"] == 15 * 60
     assert "refresh_token" not in body
@@ -123,3 +123,15 @@ async def test_cookie_secure_can_be_turned_off(app_with: AppFactory) -> None:
     for set_cookie in r.headers.get_list("set-cookie"):
         attrs = _cookie_attrs(set_cookie)
         assert "secure" not in attrs and attrs["domain"] == "example.test"
+
+
+def test_guest_usernames_lead_with_their_minute_so_the_username_index_is_appended_to() -> None:
+    from app.platform.ids import guest_username
+
+    at = 1_800_000_000.0
+    same_minute = {guest_username(at + s) for s in (0, 10, 59) for _ in range(50)}
+    later = guest_username(at + 60)
+    assert len(same_minute) == 150  # the random part still tells them apart
+    assert len({name[:10] for name in same_minute}) == 1  # "guest-" + the minute
+    assert all(re.fullmatch(r"guest-[0-9a-f]{20}", name) for name in [*same_minute, later])
+    assert later[:10] > max(same_minute)[:10]  # the next minute sorts after this one

@@ -247,6 +247,11 @@ async def test_rollup_is_idempotent_and_splits_days_at_utc_midnight(
         guests = await new_guests(client, 3)
         today = await _today(own_engine)
         midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) - timedelta(days=3)
+        # A transaction left open from here holds the rollup's horizon back: every event
+        # recorded from now on waits for a later run, unless it is moved into the past.
+        blocker = await own_engine.connect()
+        await blocker.begin()
+        await blocker.execute(sa.text("SELECT 1"))
         ids = await _funnel_events(own_engine, guests)
         created = ids[:3]  # the guests' own user.anonymous_created events
         await _move_events(own_engine, created[:1], midnight - timedelta(microseconds=1))
@@ -256,7 +261,7 @@ async def test_rollup_is_idempotent_and_splits_days_at_utc_midnight(
         assert before[last_evening.isoformat()]["anonymous_created"] == 1
         assert before[next_day.isoformat()]["anonymous_created"] == 2
 
-        # A fourth guest's event 20 minutes ago: past the grace, so rolled up (today, or
+        # A fourth guest's event 20 minutes ago: before the horizon, so rolled up (today, or
         # yesterday in the first minutes of a UTC day).
         recent = (await _funnel_events(own_engine, await new_guests(client, 1)))[0]
         recent_at = (await _db_now(own_engine)) - timedelta(minutes=20)
@@ -273,9 +278,12 @@ async def test_rollup_is_idempotent_and_splits_days_at_utc_midnight(
         assert await _rolled(own_engine) == first
         assert first[last_evening] == 1 and first[next_day] == 2
         assert first[recent_at.astimezone(UTC).date()] == 1
-        # Events within the grace (the other funnel events, just recorded) wait for a later run.
+        # Events after the horizon (the other funnel events, recorded while the blocker was
+        # open) wait for a later run.
         assert sum(first.values()) == 4
         assert await _stats(client, 5) == before
+        await blocker.rollback()
+        await blocker.close()
 
         # Closed days are read from daily_stats now: the events themselves are no longer needed.
         async with own_engine.begin() as conn:
@@ -284,6 +292,32 @@ async def test_rollup_is_idempotent_and_splits_days_at_utc_midnight(
                 {"ids": [*created, recent]},
             )
         assert await _stats(client, 5) == before
+
+
+async def test_events_of_a_transaction_open_during_the_rollup_count_once_it_commits(
+    own_url: str, own_engine: AsyncEngine
+) -> None:
+    # The rollup reaches the start of the oldest open transaction, not now(): an event stamped
+    # now() by a transaction that commits after the rollup must land in a range not yet rolled.
+    settings = make_settings(own_url, admin_api_key=ADMIN_KEY)
+    async with admin_client(settings) as client:
+        async with own_engine.begin() as conn:
+            await roll_up(conn)
+        today = (await _today(own_engine)).isoformat()
+        before = (await _stats(client, 1))[today]["anonymous_created"]
+        async with own_engine.connect() as slow:
+            await slow.begin()
+            await record_event(slow, "user.anonymous_created", None, {}, [])
+            await asyncio.sleep(1.2)  # past the horizon's one-second margin
+            async with own_engine.begin() as conn:
+                await roll_up(conn)
+            await slow.commit()
+        assert (await _stats(client, 1))[today]["anonymous_created"] == before + 1
+        await asyncio.sleep(1.2)  # the transaction is over: the next rollup takes its event in
+        async with own_engine.begin() as conn:
+            await roll_up(conn)
+        assert (await _rolled(own_engine))[date.fromisoformat(today)] == before + 1
+        assert (await _stats(client, 1))[today]["anonymous_created"] == before + 1
 
 
 async def test_events_aged_or_backdated_into_rolled_up_days_count_in_those_days(

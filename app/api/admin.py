@@ -111,8 +111,9 @@ def parse_user_id(value: str) -> UUID:
 
 
 # State rules match ``users.state_of``; pending = an unexpired conversion request. Each filter is
-# served by an index (CONTRACT §12): the keyset walk of the primary key, the partial indexes on
-# updated_at (anonymous, registered) and on pending_until, the unique index on email.
+# served by an index (CONTRACT §12): the keyset walk of the primary key (or of the anonymous ids'
+# partial index: the oldest ids are mostly registered), the partial indexes on updated_at
+# (anonymous, registered) and on pending_until, the unique index on email.
 _STATE_FILTERS = {
     "registered": "NOT is_anonymous",
     "pending": "is_anonymous AND pending_email IS NOT NULL AND pending_until > now()",

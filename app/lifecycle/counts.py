@@ -62,20 +62,23 @@ ON CONFLICT (id) DO UPDATE SET
 """
 )
 
-# The stored row if it is fresh enough (and of this month), else the counts taken now.
+# The stored row if it is fresh enough (and of this month); else nothing, and the caller counts.
+# Two statements, not one with the count as a never-taken branch: PostgreSQL plans (and, its cost
+# estimate being that of counting the whole table, JIT-compiles) a branch it will not run, which
+# cost 110 ms per read at 20 million accounts (bench/RESULTS.md, "Scale").
 _READ = sa.text(
-    f"""
-WITH stored AS (
-    SELECT anonymous, pending, registered, mau_month, mau_anonymous, mau_registered
-    FROM stats_counts
-    WHERE id = 1 AND refreshed_at > now() - make_interval(secs => :stale)
-      AND mau_month = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')
+    """
+SELECT anonymous, pending, registered, mau_month, mau_anonymous, mau_registered
+FROM stats_counts
+WHERE id = 1 AND refreshed_at > now() - make_interval(secs => :stale)
+  AND mau_month = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')
+"""
 )
-SELECT * FROM stored
-UNION ALL
-SELECT anonymous_all - pending, pending, registered, mau_month, mau_anonymous, mau_registered
+_COUNT_NOW = sa.text(
+    f"""
+SELECT anonymous_all - pending AS anonymous, pending, registered, mau_month, mau_anonymous,
+       mau_registered
 FROM ({_COUNT}) AS c
-WHERE NOT EXISTS (SELECT FROM stored)
 """
 )
 
@@ -115,5 +118,7 @@ async def refresh_counts(conn: AsyncConnection) -> None:
 async def read_counts(conn: AsyncConnection) -> dict[str, Any]:
     """``{"anonymous", "pending", "registered", "mau_month", "mau_anonymous", "mau_registered"}``,
     at most ``STALE_SECONDS`` old."""
-    row = (await conn.execute(_READ, {"stale": STALE_SECONDS})).one()
+    row = (await conn.execute(_READ, {"stale": STALE_SECONDS})).one_or_none()
+    if row is None:
+        row = (await conn.execute(_COUNT_NOW)).one()
     return dict(row._mapping)

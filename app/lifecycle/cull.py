@@ -28,7 +28,9 @@ it is fresh).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +52,11 @@ MAX_BATCH_SIZE = 10_000
 # p99 168 ms against 323 ms) than 5,000-row ones: each batch is one commit of its WAL, which
 # concurrent commits wait behind (bench/NOTES.md).
 DEFAULT_BATCH_SIZE = 1_000
+# After each full batch the culler rests PAUSE_RATIO times as long as the batch took, so a backlog
+# takes at most half of a core and half of the WAL flushes: at 20 million accounts on the 2-core
+# bench machine, culling flat out doubled the p99 of concurrent POST /v1/anonymous (2.22 x, against
+# the 2 x target; bench/RESULTS.md, "Scale"). A steady service's hourly cull is one short batch.
+PAUSE_RATIO = 1.0
 # At least a day: an explicit override may undercut ANONID_CULL_AFTER_DAYS, but "0" would wipe
 # every guest who is not mid-request, which no operator means.
 MIN_OLDER_THAN_DAYS = 1
@@ -264,6 +271,7 @@ async def _cull_locked(
     after_tid = (0, 0)  # ctid offsets start at 1: "after (0,0)" is the first page's first row
     while True:
         await holder.execute(_STILL_HELD)  # raises if the lock's connection is gone
+        started = time.monotonic()
         async with conn.begin():
             if heap_walk:
                 count, after_tid = await _cull_heap_batch(
@@ -281,6 +289,7 @@ async def _cull_locked(
         # SKIP LOCKED rows do not count towards LIMIT, so a short batch means nothing is left.
         if count < batch_size:
             break
+        await asyncio.sleep((time.monotonic() - started) * PAUSE_RATIO)
     log.info(
         "cull deleted %d stale anonymous accounts in %d batches (%s order)",
         deleted,

@@ -2,8 +2,8 @@
 
 Guarantees:
 - runs at start, then the rollup and retention every ``RETENTION_SECONDS`` (at least once a
-  minute, whatever ``ANONID_CULL_INTERVAL_MINUTES`` is) and the counts every
-  ``counts.REFRESH_SECONDS``;
+  minute, whatever ``ANONID_CULL_INTERVAL_MINUTES`` is), the rollup alone every
+  ``rollup.ROLLUP_SECONDS`` and the counts every ``counts.REFRESH_SECONDS``;
 - the rollup runs before retention, so a day is in ``daily_stats`` before its events can go
   (retention also seals it itself);
 - every step is safe to run in several processes at once, so each worker runs it (the recount
@@ -19,7 +19,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.lifecycle import counts
-from app.lifecycle.rollup import roll_up
+from app.lifecycle.rollup import ROLLUP_SECONDS, roll_up
 from app.outbox.retention import remove_expired
 from app.settings import Settings
 
@@ -47,6 +47,15 @@ async def roll_up_and_remove_expired(engine: AsyncEngine, settings: Settings) ->
         )
 
 
+async def roll_up_now(engine: AsyncEngine) -> None:
+    """One rollup (failures logged, not raised)."""
+    try:
+        async with engine.begin() as conn:
+            await roll_up(conn)
+    except Exception as exc:
+        log.warning("rollup failed, next round in %.0fs: %s", ROLLUP_SECONDS, _describe(exc))
+
+
 async def refresh_counts(engine: AsyncEngine) -> None:
     """Recount accounts per state and MAU into ``stats_counts`` (failures logged, not raised)."""
     try:
@@ -62,6 +71,12 @@ async def _retention_loop(engine: AsyncEngine, settings: Settings) -> None:
         await asyncio.sleep(RETENTION_SECONDS)
 
 
+async def _rollup_loop(engine: AsyncEngine) -> None:
+    while True:
+        await asyncio.sleep(ROLLUP_SECONDS)  # the retention loop rolls up at start
+        await roll_up_now(engine)
+
+
 async def _counts_loop(engine: AsyncEngine) -> None:
     while True:
         await refresh_counts(engine)
@@ -69,8 +84,9 @@ async def _counts_loop(engine: AsyncEngine) -> None:
 
 
 async def housekeeping_loop(engine: AsyncEngine, settings: Settings) -> None:
-    """Run until cancelled. The counts have a loop of their own, so a long first retention round
-    (a backlog) does not let them grow stale."""
+    """Run until cancelled. The counts and the rollup have loops of their own, so a long first
+    retention round (a backlog) does not let them grow stale."""
     async with asyncio.TaskGroup() as group:
         group.create_task(_retention_loop(engine, settings), name="anonid-retention")
+        group.create_task(_rollup_loop(engine), name="anonid-rollup")
         group.create_task(_counts_loop(engine), name="anonid-counts")

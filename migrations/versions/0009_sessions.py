@@ -20,7 +20,7 @@ Upgrading a populated database adds an empty table: sessions of version 1 (one l
 no ``sid``) are not carried over (see the README's upgrade note). Downgrade drops the table.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-10
 """
 
@@ -31,7 +31,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, UUID
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
