@@ -119,7 +119,15 @@ sessions = sa.Table(
         index=True,
     ),
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
-    sa.Column("last_used_at", TS, nullable=False, server_default=sa.func.now(), index=True),
+    sa.Column("last_used_at", TS, nullable=False, server_default=sa.func.now()),
+    # The UTC day of last_used_at, for retention's index (changes at most daily: HOT refreshes).
+    sa.Column(
+        "last_used_day",
+        sa.Date,
+        nullable=False,
+        server_default=sa.text("(now() AT TIME ZONE 'UTC')::date"),
+        index=True,
+    ),
     sa.Column("user_agent", sa.Text),
     sa.Column("family_hash", BYTEA, nullable=False),
     sa.Column("live_hashes", ARRAY(BYTEA), nullable=False),
@@ -127,6 +135,7 @@ sessions = sa.Table(
     sa.Column("rotated_at", TS),
     sa.Column("ended_at", TS),
     sa.Column("ended_reason", sa.Text),
+    postgresql_with={"fillfactor": 70},
 )
 sa.Index(
     "ix_sessions_ended_at",

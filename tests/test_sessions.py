@@ -70,6 +70,14 @@ async def _move(engine: AsyncEngine, sid: str, column: str, ago: timedelta) -> N
             ),
             {"ago": ago, "id": sid},
         )
+        # last_used_day is last_used_at's UTC day: what retention's index holds.
+        await conn.execute(
+            sa.text(
+                "UPDATE sessions SET last_used_day = (last_used_at AT TIME ZONE 'UTC')::date "
+                "WHERE id = :id"
+            ),
+            {"id": sid},
+        )
 
 
 async def _live_sessions(engine: AsyncEngine, user_id: str) -> int:
@@ -771,6 +779,7 @@ async def _a_day_passes(engine: AsyncEngine, user_id: str, days: int = 1) -> Non
             sa.text(
                 "UPDATE sessions SET created_at = created_at - CAST(:d AS interval), "
                 "last_used_at = last_used_at - CAST(:d AS interval), "
+                "last_used_day = ((last_used_at - CAST(:d AS interval)) AT TIME ZONE 'UTC')::date, "
                 "rotated_at = rotated_at - CAST(:d AS interval) WHERE user_id = :id"
             ),
             {"d": shift, "id": user_id},
@@ -881,3 +890,22 @@ async def test_a_version_1_cookie_is_exchanged_once_for_a_session_of_the_same_gu
             r = await other.get("/v1/me")
             assert r.status_code == 401 and r.json()["error"] == "invalid_session"
             assert _cleared(r)
+
+
+async def test_a_refresh_within_the_day_changes_no_indexed_column(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """Rotation rewrites the session row at every refresh: within a day it changes no indexed
+    column, so PostgreSQL can update it in place (HOT), writing no index entry."""
+    guest = await _bearer_guest(client)
+    token = guest["refresh_token"]
+    before = (await _session(engine, sid_of(guest["access_token"]))).last_used_day
+    for _ in range(5):
+        token = (await _refresh(client, token)).json()["refresh_token"]
+    row = await _session(engine, sid_of(guest["access_token"]))
+    assert row.last_used_day == before
+    async with engine.connect() as conn:
+        options = await conn.scalar(
+            sa.text("SELECT reloptions FROM pg_class WHERE relname = 'sessions'")
+        )
+    assert "fillfactor=70" in options
