@@ -110,14 +110,14 @@ sa.Index(
 sessions = sa.Table(
     "sessions",
     metadata,
-    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    # The primary key is (user_id, id): it also serves a user's sessions and the cascade.
     sa.Column(
         "user_id",
         UUID(as_uuid=True),
         sa.ForeignKey("users.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
+        primary_key=True,
     ),
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
     sa.Column("last_used_at", TS, nullable=False, server_default=sa.func.now()),
     # The UTC day of last_used_at, for retention's index (changes at most daily: HOT refreshes).

@@ -188,8 +188,8 @@ async def test_a_made_up_token_naming_a_real_session_ends_nothing(
 ) -> None:
     """Knowing a ``sid`` (every access token shows it) is not enough to end its session."""
     guest = await _bearer_guest(client)
-    sid_part, _, secret = guest["refresh_token"].split(".")
-    forged = f"{sid_part}.{'A' * 22}.{secret}"
+    user_part, sid_part, _, secret = guest["refresh_token"].split(".")
+    forged = f"{user_part}.{sid_part}.{'A' * 22}.{secret}"
     r = await _refresh(client, forged)
     assert r.status_code == 401
     assert (await _refresh(client, guest["refresh_token"])).status_code == 200

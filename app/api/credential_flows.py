@@ -50,7 +50,9 @@ async def login_and_merge(
             svc,
             merged if merged is not None else row,
             user_agent=user_agent,
-            replaces=None if session is None or session.claims.anon else session.claims.sid,
+            replaces=None
+            if session is None or session.claims.anon
+            else (session.claims.sub, session.claims.sid),
         )
     return pair, None if merged is None or session is None else str(session.claims.sub)
 

@@ -81,7 +81,7 @@ def new_guest(webhook_urls: list[str]) -> NewUser:
     user_id = new_id()
     params = event_params("user.anonymous_created", user_id, {"id": str(user_id)}, webhook_urls)
     params.update(id=user_id, username=guest_username())
-    return NewUser(_CREATE if webhook_urls else _CREATE_NO_HOOKS, params)
+    return NewUser(user_id, _CREATE if webhook_urls else _CREATE_NO_HOOKS, params)
 
 
 def validate_data(doc: Any, *, patch: bool, max_bytes: int) -> str:

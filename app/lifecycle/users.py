@@ -25,7 +25,7 @@ _GET = Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id")
 # token's, and the token's session is alive (app.sessions.alive).
 SESSION_ALIVE = f"""EXISTS (
     SELECT FROM sessions s
-    WHERE s.id = :sid AND s.user_id = u.id AND {alive("s", "u")}
+    WHERE s.user_id = u.id AND s.id = :sid AND {alive("s", "u")}
 )"""
 _SESSION_USER = Statement(
     f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = :id AND u.session_version = :sv"

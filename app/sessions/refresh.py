@@ -1,7 +1,8 @@
 """Refresh tokens (CONTRACT §4): opaque, single use, rotated on every use, stored only as SHA-256.
 
-A token reads ``<sid>.<family>.<secret>``: the session's id, the session's family secret (128 bits,
-the same in every token of the session) and 256 bits of its own, all from ``secrets``, base64url.
+A token reads ``<user>.<sid>.<family>.<secret>``: the user's and the session's ids (the session's
+key), the session's family secret (128 bits, the same in every token of the session) and 256 bits
+of its own, all from ``secrets``, base64url.
 The session row keeps the SHA-256 of the family secret and of the live and last spent tokens; the
 token itself is never stored. So one row of constant size tells every kind of token apart:
 
@@ -73,22 +74,28 @@ def _sha256(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def _mint(sid: UUID, family: str) -> RefreshSecret:
-    token = f"{_b64(sid.bytes)}.{family}.{secrets.token_urlsafe(SECRET_BYTES)}"
+def _mint(user_id: UUID, sid: UUID, family: str) -> RefreshSecret:
+    secret = secrets.token_urlsafe(SECRET_BYTES)
+    token = f"{_b64(user_id.bytes)}.{_b64(sid.bytes)}.{family}.{secret}"
     return RefreshSecret(token, _sha256(token), _sha256(family))
 
 
-def new_refresh(sid: UUID) -> RefreshSecret:
+def new_refresh(user_id: UUID, sid: UUID) -> RefreshSecret:
     """The first refresh token of a new session (and its family)."""
-    return _mint(sid, secrets.token_urlsafe(FAMILY_BYTES))
+    return _mint(user_id, sid, secrets.token_urlsafe(FAMILY_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
 class Presented:
+    user_id: UUID
     sid: UUID
     family: str
     token_hash: bytes
     family_hash: bytes
+
+
+def _uuid(part: str) -> UUID:
+    return UUID(bytes=base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
 def parse(token: str) -> Presented | None:
@@ -96,14 +103,14 @@ def parse(token: str) -> Presented | None:
     if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii():
         return None
     parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 4 or not all(parts):
         return None
-    sid_part, family, _ = parts
+    user_part, sid_part, family, _ = parts
     try:
-        sid = UUID(bytes=base64.urlsafe_b64decode(sid_part + "=" * (-len(sid_part) % 4)))
+        user_id, sid = _uuid(user_part), _uuid(sid_part)
     except (ValueError, binascii.Error):
         return None
-    return Presented(sid, family, _sha256(token), _sha256(family))
+    return Presented(user_id, sid, family, _sha256(token), _sha256(family))
 
 
 _REDEEMABLE = (
@@ -117,9 +124,11 @@ _REDEEMABLE = (
 _ROTATE = Statement(
     f"""
 WITH found AS (
-    SELECT s.id, s.live_hashes, CAST(:token_hash AS bytea) = ANY(s.live_hashes) AS is_live
+    SELECT s.user_id, s.id, s.live_hashes,
+           CAST(:token_hash AS bytea) = ANY(s.live_hashes) AS is_live
     FROM sessions s JOIN users u ON u.id = s.user_id
-    WHERE s.id = :sid AND s.family_hash = :family_hash AND {alive()} AND {_REDEEMABLE}
+    WHERE s.user_id = :user_id AND s.id = :sid AND s.family_hash = :family_hash
+      AND {alive()} AND {_REDEEMABLE}
     FOR UPDATE OF s
 ), rotated AS (
     UPDATE sessions SET
@@ -133,7 +142,7 @@ WITH found AS (
         -- The same value all day long: the update stays HOT (no index entry written).
         last_used_day = greatest(sessions.last_used_day, (now() AT TIME ZONE 'UTC')::date)
     FROM found
-    WHERE sessions.id = found.id
+    WHERE sessions.user_id = found.user_id AND sessions.id = found.id
     RETURNING sessions.user_id, sessions.created_at
 ), touched AS (
     UPDATE users SET updated_at = now()
@@ -153,16 +162,16 @@ FROM rotated r, LATERAL (
 # Why a token was not redeemed, with the session locked so the answer cannot change under us.
 _DIAGNOSE = Statement(
     f"""
-SELECT s.user_id, {alive()} AS alive, {_REDEEMABLE} AS redeemable, u.is_anonymous, u.email
+SELECT {alive()} AS alive, {_REDEEMABLE} AS redeemable, u.is_anonymous, u.email
 FROM sessions s JOIN users u ON u.id = s.user_id
-WHERE s.id = :sid AND s.family_hash = :family_hash
+WHERE s.user_id = :user_id AND s.id = :sid AND s.family_hash = :family_hash
 FOR UPDATE OF s
 """
 )
 
 _END_REUSED = Statement(
     "UPDATE sessions SET ended_at = now(), ended_reason = 'refresh_reused' "
-    "WHERE id = :sid AND ended_at IS NULL RETURNING id"
+    "WHERE user_id = :user_id AND id = :sid AND ended_at IS NULL RETURNING id"
 )
 
 
@@ -175,8 +184,9 @@ async def redeem(db: Db, svc: Services, token: str) -> Pair:
     if presented is None:
         raise AnonidError("invalid_session")
     for _ in range(2):
-        new = _mint(presented.sid, presented.family)
+        new = _mint(presented.user_id, presented.sid, presented.family)
         params = {
+            "user_id": presented.user_id,
             "sid": presented.sid,
             "family_hash": presented.family_hash,
             "token_hash": presented.token_hash,
@@ -202,14 +212,15 @@ async def _end_if_reused(svc: Services, params: dict[str, Any]) -> bool:
             return True
         if found.redeemable:
             return False
-        await _end_for_reuse(conn, svc, params["sid"], found)
+        await _end_for_reuse(conn, svc, params["user_id"], params["sid"], found)
     return True
 
 
-async def _end_for_reuse(conn: AsyncConnection, svc: Services, sid: UUID, found: Any) -> None:
+async def _end_for_reuse(
+    conn: AsyncConnection, svc: Services, user_id: UUID, sid: UUID, found: Any
+) -> None:
     settings = svc.settings
-    await fetchrow(conn, _END_REUSED, {"sid": sid})
-    user_id = found.user_id
+    await fetchrow(conn, _END_REUSED, {"user_id": user_id, "sid": sid})
     await record_event(
         conn,
         "user.refresh_reused",

@@ -45,7 +45,7 @@ WITH ended AS (
     UPDATE sessions SET ended_at = now(), ended_reason = :reason
     WHERE ended_at IS NULL
       AND ((user_id = :user_id AND CAST(:end_others AS boolean))
-           OR id = CAST(:replaces AS uuid))
+           OR (user_id = CAST(:replaced_user AS uuid) AND id = CAST(:replaced AS uuid)))
     RETURNING id
 ), s AS (
     INSERT INTO sessions (id, user_id, created_at, last_used_at, user_agent, family_hash,
@@ -71,7 +71,7 @@ _END = Statement(
     f"""
 UPDATE sessions s SET ended_at = now(), ended_reason = :reason
 FROM users u
-WHERE s.id = :sid AND s.user_id = :user_id AND u.id = s.user_id AND {alive()}
+WHERE s.user_id = :user_id AND s.id = :sid AND u.id = s.user_id AND {alive()}
 RETURNING s.id
 """
 )
@@ -105,6 +105,7 @@ class NewUser:
     """A statement that inserts the user in a CTE ``u``, its session with
     ``SESSION_OF_NEW_USER``, and selects ``u.*`` with ``s.created_at AS session_created_at``."""
 
+    user_id: UUID
     statement: Statement
     params: dict[str, Any]
 
@@ -138,11 +139,13 @@ async def start(
     *,
     user_agent: str | None,
     end_others: bool = False,
-    replaces: UUID | None = None,
+    replaces: tuple[UUID, UUID] | None = None,
 ) -> Pair:
-    """Begin a session for ``user`` (a user row, or a ``NewUser`` to insert in the same statement)."""
+    """Begin a session for ``user`` (a user row, or a ``NewUser`` to insert in the same
+    statement); ``replaces`` is the (user id, sid) of a session to end in the same statement."""
     sid = new_id()
-    secret: RefreshSecret = new_refresh(sid)
+    user_id = user.user_id if isinstance(user, NewUser) else row_mapping(user)["id"]
+    secret: RefreshSecret = new_refresh(user_id, sid)
     params: dict[str, Any] = {
         "sid": sid,
         "user_agent": user_agent,
@@ -154,9 +157,10 @@ async def start(
         assert row is not None  # an INSERT … RETURNING returns its row or raises
         return pair_for(svc, row, sid, row_mapping(row)["session_created_at"], secret.token)
     params.update(
-        user_id=row_mapping(user)["id"],
+        user_id=user_id,
         end_others=end_others,
-        replaces=replaces,
+        replaced_user=None if replaces is None else replaces[0],
+        replaced=None if replaces is None else replaces[1],
         reason="revoked" if end_others else "replaced",
     )
     started = await fetchrow(db, _START, params)

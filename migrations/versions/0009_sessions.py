@@ -1,7 +1,10 @@
 """Sessions (CONTRACT §4): one row per sign-in, holding only hashes of its refresh tokens.
 
 - ``id`` is the access token's ``sid``; ``user_id`` cascades with the account (the cull, an
-  erase, a merged guest take their sessions with them).
+  erase, a merged guest take their sessions with them). The primary key is ``(user_id, id)``:
+  every lookup knows both (an access token has ``sub`` and ``sid``, a refresh token carries
+  both), and the one index then also serves a user's sessions and the cascade, so a new guest
+  writes one index entry fewer.
 - ``family_hash`` is the SHA-256 of the session's family secret, which every refresh token of the
   session carries (``app.sessions.refresh``): it tells a spent token of this session (reuse: the
   session ends) from a made-up one (refused, nothing ends).
@@ -16,8 +19,8 @@
 - ``ended_at`` / ``ended_reason``: logout, reuse, a session-version bump, ``DELETE
   /v1/me/sessions/{id}``.
 
-Indexes: ``user_id`` (a user's sessions, the cascade), ``last_used_day`` and ``ended_at``
-(partial) for retention, which removes ended and idle sessions in batches.
+Indexes: the primary key (a user's sessions, the cascade, a session), ``last_used_day`` and
+``ended_at`` (partial) for retention, which removes ended and idle sessions in batches.
 
 Upgrading a populated database adds an empty table: sessions of version 1 (one long-lived JWT with
 no ``sid``) are not carried over (see the README's upgrade note). Downgrade drops the table.
@@ -63,13 +66,12 @@ def upgrade() -> None:
         sa.Column("rotated_at", TS),
         sa.Column("ended_at", TS),
         sa.Column("ended_reason", sa.Text),
-        sa.PrimaryKeyConstraint("id", name="pk_sessions"),
+        sa.PrimaryKeyConstraint("user_id", "id", name="pk_sessions"),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name="fk_sessions_user_id_users", ondelete="CASCADE"
         ),
         postgresql_with={"fillfactor": FILLFACTOR},
     )
-    op.create_index("ix_sessions_user_id", "sessions", ["user_id"])
     op.create_index("ix_sessions_last_used_day", "sessions", ["last_used_day"])
     op.create_index(
         "ix_sessions_ended_at",
