@@ -22,8 +22,9 @@
 Indexes: the primary key (a user's sessions, the cascade, a session), ``last_used_day`` and
 ``ended_at`` (partial) for retention, which removes ended and idle sessions in batches.
 
-Upgrading a populated database adds an empty table: sessions of version 1 (one long-lived JWT with
-no ``sid``) are not carried over (see the README's upgrade note). Downgrade drops the table.
+Upgrading a populated database adds an empty table and changes no existing row; a browser still
+holding a version-1 cookie (one long-lived JWT with no ``sid``) gets a session row on its first
+request (``app.api.deps.authenticate``; the README's upgrade note). Downgrade drops the table.
 
 Revision ID: 0009
 Revises: 0008
