@@ -7,7 +7,7 @@ mirrors them so queries can be built with Core and so a test can check the two a
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID
 
 metadata = sa.MetaData(
     naming_convention={
@@ -142,6 +142,44 @@ oauth_flows = sa.Table(
     sa.Column("return_to", sa.Text, nullable=False),
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
     sa.Column("expires_at", TS, nullable=False, index=True),
+)
+
+# One row per sign-in (CONTRACT §4); ``id`` is the access token's ``sid``. Refresh tokens are
+# kept only as SHA-256 hashes (app.sessions.refresh).
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    # The primary key is (user_id, id): it also serves a user's sessions and the cascade.
+    sa.Column(
+        "user_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_used_at", TS, nullable=False, server_default=sa.func.now()),
+    # The UTC day of last_used_at, for retention's index (changes at most daily: HOT refreshes).
+    sa.Column(
+        "last_used_day",
+        sa.Date,
+        nullable=False,
+        server_default=sa.text("(now() AT TIME ZONE 'UTC')::date"),
+        index=True,
+    ),
+    sa.Column("user_agent", sa.Text),
+    sa.Column("family_hash", BYTEA, nullable=False),
+    sa.Column("live_hashes", ARRAY(BYTEA), nullable=False),
+    sa.Column("spent_hashes", ARRAY(BYTEA), nullable=False, server_default="{}"),
+    sa.Column("rotated_at", TS),
+    sa.Column("ended_at", TS),
+    sa.Column("ended_reason", sa.Text),
+    postgresql_with={"fillfactor": 70},
+)
+sa.Index(
+    "ix_sessions_ended_at",
+    sessions.c.ended_at,
+    postgresql_where=sa.text("ended_at IS NOT NULL"),
 )
 
 events = sa.Table(

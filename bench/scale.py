@@ -487,23 +487,55 @@ async def sample_accounts(db_url: str, count: int) -> list[dict[str, Any]]:
 
 
 async def mint_tokens(db_url: str, bench: Bench, sample: list[dict[str, Any]]) -> list[str]:
-    """Session tokens for existing accounts, signed with the server's own key (as a login
-    would issue them), so no request has to create or log in each account."""
+    """Access tokens for existing accounts, each with a session row of its own, signed with the
+    server's own key (as a login would issue them), so no request has to create or log in each
+    account. The sessions' refresh tokens are random values nobody holds."""
+    import hashlib
+    import secrets
+
+    import sqlalchemy as sa
+
     from app.platform.db import create_engine
-    from app.sessions import KeyRing
+    from app.platform.ids import new_id
+    from app.sessions.access import AccessTokens
+    from app.sessions.keys import KeyRing
     from app.settings import Settings
 
     env = bench.anonid_env(db_url)
     settings = Settings(
-        database_url=db_url, public_url=env["ANONID_PUBLIC_URL"], cookie_secure=False
+        database_url=db_url,
+        public_url=env["ANONID_PUBLIC_URL"],
+        cookie_secure=False,
+        access_token_ttl_minutes=float(env["ANONID_ACCESS_TOKEN_TTL_MINUTES"]),
     )
     engine = create_engine(db_url, pool_size=1)
+    sids = [new_id() for _ in sample]
     try:
         ring = KeyRing(settings, engine)
         await ring.load()
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO sessions (id, user_id, family_hash, live_hashes) "
+                    "VALUES (:sid, :user, :family, ARRAY[CAST(:hash AS bytea)])"
+                ),
+                [
+                    {
+                        "sid": sid,
+                        "user": r["id"],
+                        "family": hashlib.sha256(secrets.token_bytes(16)).digest(),
+                        "hash": hashlib.sha256(secrets.token_bytes(32)).digest(),
+                    }
+                    for sid, r in zip(sids, sample, strict=True)
+                ],
+            )
     finally:
         await engine.dispose()
-    return [ring.issue(r["id"], r["is_anonymous"], r["session_version"]).token for r in sample]
+    tokens = AccessTokens(ring)
+    return [
+        tokens.issue(r["id"], r["is_anonymous"], r["session_version"], sid).token
+        for sid, r in zip(sids, sample, strict=True)
+    ]
 
 
 async def run(args: argparse.Namespace) -> int:
