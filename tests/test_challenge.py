@@ -36,7 +36,11 @@ def solve(issued: dict[str, Any]) -> str:
     )
     assert solution is not None
     payload = Payload(
-        issued["algorithm"], issued["challenge"], solution.number, issued["salt"], issued["signature"]
+        issued["algorithm"],
+        issued["challenge"],
+        solution.number,
+        issued["salt"],
+        issued["signature"],
     )
     return payload.to_base64()
 
@@ -128,7 +132,9 @@ async def test_the_same_solution_is_refused_by_another_anonid_process(
 ) -> None:
     _, c = await app_with(**CHALLENGE_ON)
     header = await solved(c)
-    assert (await c.post("/v1/anonymous", headers={"X-Anonid-Challenge": header})).status_code == 201
+    assert (
+        await c.post("/v1/anonymous", headers={"X-Anonid-Challenge": header})
+    ).status_code == 201
     env = clean_env(
         ANONID_DATABASE_URL=database_url,
         ANONID_DATA_DIR=str(tmp_path / "data"),
