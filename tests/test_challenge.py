@@ -92,7 +92,7 @@ async def test_a_challenge_has_the_altcha_format_and_is_never_cached(app_with: A
 async def test_a_solved_challenge_creates_one_guest_and_its_reuse_fails_in_another_app(
     app_with: AppFactory, engine: AsyncEngine
 ) -> None:
-    first, c = await app_with(**CHALLENGE_ON)
+    _, c = await app_with(**CHALLENGE_ON)
     _, other = await app_with(**CHALLENGE_ON)
     header = await solved(c)
     before = await _guests(engine)
