@@ -14,7 +14,7 @@ from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
 from app.admin import router as console_router
-from app.api import account, admin, challenge, devmail, errors, oauth, ops, pages, public
+from app.api import account, admin, assets, challenge, devmail, errors, oauth, ops, pages, public
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
 from app.api import sessions as sessions_api
@@ -152,6 +152,7 @@ def create_app(
     app.include_router(oauth.router)
     app.include_router(sessions_api.router)
     app.include_router(pages.router)
+    app.include_router(assets.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)
     app.include_router(admin.router)
