@@ -29,8 +29,9 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "spent_challenges",
-        sa.Column("challenge", BYTEA, primary_key=True),
+        sa.Column("challenge", BYTEA, nullable=False),
         sa.Column("expires_at", sa.TIMESTAMP(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("challenge", name="pk_spent_challenges"),
     )
     op.create_index("ix_spent_challenges_expires_at", "spent_challenges", ["expires_at"])
 
