@@ -158,13 +158,16 @@ function failure(cause: unknown): AnonidError {
   return new AnonidError("passkey_failed", "The browser could not use a passkey.", 0, { cause });
 }
 
-/** Asks the browser to make a passkey for `options` (JSON), and gives its answer as JSON. */
-export async function createPasskey(options: Json): Promise<Json> {
+/** One WebAuthn ceremony for `options` (JSON): the browser's answer, as JSON. */
+async function ceremony(kind: "create" | "get", options: Json): Promise<Json> {
   const container = credentials();
-  const publicKey = creationOptions((options.publicKey ?? options) as Json);
+  const json = (options.publicKey ?? options) as Json;
   let credential: Credential | null;
   try {
-    credential = await container.create({ publicKey });
+    credential =
+      kind === "create"
+        ? await container.create({ publicKey: creationOptions(json) })
+        : await container.get({ publicKey: requestOptions(json) });
   } catch (cause) {
     throw failure(cause);
   }
@@ -172,16 +175,12 @@ export async function createPasskey(options: Json): Promise<Json> {
   return credentialJSON(credential as PublicKeyCredential);
 }
 
-/** Asks the browser to sign in with a passkey for `options` (JSON), and gives its answer as JSON. */
-export async function getPasskey(options: Json): Promise<Json> {
-  const container = credentials();
-  const publicKey = requestOptions((options.publicKey ?? options) as Json);
-  let credential: Credential | null;
-  try {
-    credential = await container.get({ publicKey });
-  } catch (cause) {
-    throw failure(cause);
-  }
-  if (credential === null) throw failure(null);
-  return credentialJSON(credential as PublicKeyCredential);
+/** Asks the browser to make a passkey for `options` (creation options JSON). */
+export function createPasskey(options: Json): Promise<Json> {
+  return ceremony("create", options);
+}
+
+/** Asks the browser to sign in with a passkey for `options` (request options JSON). */
+export function getPasskey(options: Json): Promise<Json> {
+  return ceremony("get", options);
 }
