@@ -347,6 +347,7 @@ var Session = class {
     this.timer = null;
     /** The user this client last saw signed in (so a refusal can be told apart from "never was"). */
     this.user = null;
+    this.disposed = false;
     this.bearer = options.mode === "bearer";
     if (options.mode !== void 0 && options.mode !== "cookie" && !this.bearer) {
       throw new AnonidError("not_supported", `Unknown mode ${String(options.mode)}.`);
@@ -460,6 +461,7 @@ var Session = class {
   }
   startTimer(delay, seen) {
     this.cancelTimer();
+    if (this.disposed) return;
     const timer = setTimeout(() => {
       this.renew(seen).catch((err) => {
         if (!(err instanceof AnonidError && err.code === "invalid_session")) {
@@ -506,6 +508,7 @@ var Session = class {
     }
   }
   dispose() {
+    this.disposed = true;
     this.cancelTimer();
     this.listeners.clear();
   }

@@ -30,6 +30,7 @@ export class Session {
   private timer: ReturnType<typeof setTimeout> | null = null;
   /** The user this client last saw signed in (so a refusal can be told apart from "never was"). */
   private user: User | null = null;
+  private disposed = false;
 
   constructor(options: ClientOptions) {
     this.bearer = options.mode === "bearer";
@@ -160,6 +161,7 @@ export class Session {
 
   private startTimer(delay: number, seen: string): void {
     this.cancelTimer();
+    if (this.disposed) return;
     const timer = setTimeout(() => {
       this.renew(seen).catch((err: unknown) => {
         // Ended: the listeners know. Anything else (offline): try again shortly.
@@ -217,6 +219,7 @@ export class Session {
   }
 
   dispose(): void {
+    this.disposed = true;
     this.cancelTimer();
     this.listeners.clear();
   }

@@ -61,6 +61,13 @@ describe("bearer mode", () => {
     expect((await reloaded.getUser()).id).toBe(user.id);
   });
 
+  it("stores under the storageKey given", async () => {
+    const storage = asyncStorage();
+    const { client } = bearerClient({ storage, storageKey: "shop.anonid", autoRefresh: false });
+    await client.signInAnonymously();
+    expect([...storage.items.keys()]).toEqual(["shop.anonid"]);
+  });
+
   it("without storage keeps the tokens in memory, for this client only", async () => {
     const { client } = bearerClient({ autoRefresh: false });
     const { user } = await client.signInAnonymously();

@@ -134,11 +134,15 @@ describe("cookie mode", () => {
   it("signOut ends the session at anonid and clears the cookies", async () => {
     const { client, jar } = cookieClient();
     const { events, listener } = recorder();
+    const dropped = recorder();
     const { user } = await client.signInAnonymously();
     client.onAuthStateChange(listener);
+    const unsubscribe = client.onAuthStateChange(dropped.listener);
+    unsubscribe();
     await client.signOut();
     expect(jar.size).toBe(0);
     expect(events).toEqual([["SIGNED_OUT", null]]);
+    expect(dropped.events).toEqual([]);
     const after = await client.getUser().catch((e: unknown) => e);
     expect(after).toMatchObject({ code: "invalid_session" });
     expect(user.id).toBeTruthy();
