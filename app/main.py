@@ -14,7 +14,18 @@ from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
 from app.admin import router as console_router
-from app.api import account, admin, devmail, errors, oauth, ops, pages, public
+from app.api import (
+    account,
+    admin,
+    devmail,
+    errors,
+    oauth,
+    ops,
+    pages,
+    passkeys,
+    public,
+    security_page,
+)
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
 from app.api.hot import HotPaths
@@ -142,7 +153,9 @@ def create_app(
     app.include_router(public.router)
     app.include_router(account.router)
     app.include_router(oauth.router)
+    app.include_router(passkeys.router)
     app.include_router(pages.router)
+    app.include_router(security_page.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)
     app.include_router(admin.router)
@@ -169,8 +182,14 @@ def create_app(
         allow_origins=settings.origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["content-type", "authorization", "x-anonid-token", "x-request-id"],
-        expose_headers=["x-request-id"],
+        allow_headers=[
+            "content-type",
+            "authorization",
+            "x-anonid-token",
+            "x-request-id",
+            "x-anonid-challenge-id",
+        ],
+        expose_headers=["x-request-id", "x-anonid-challenge-id"],
         max_age=600,
     )
     # Outermost of all: every response, refusals included, gets a request id, a log line, metrics.

@@ -31,6 +31,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.engine import Row
 from starlette.responses import HTMLResponse, Response
 
+from app.api import passkey_flows
 from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
 from app.api.deps import Session, lenient_session, services, session_token
 from app.api.errors import responses
@@ -54,6 +55,8 @@ PAGE_HEADERS = {
 }
 CSRF_SECRET_BYTES = 32
 MAX_FIELD = 4096
+# A passkey's answer (JSON) may be longer than a typed field.
+LONG_FIELDS = {"passkey": 65536}
 _CSRF_MESSAGE = N_("This form has expired or did not come from this site. Please try again.")
 
 HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
@@ -95,13 +98,16 @@ def _html(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
     return documented
 
 
-def content_security_policy(settings: Settings) -> str:
-    """The pages' CSP: no script at all, inline styles, images only from the brand's logo."""
+def content_security_policy(settings: Settings, *, scripts: bool = False) -> str:
+    """The pages' CSP: inline styles, images only from the brand's logo, and no script at all;
+    with ``scripts`` (pages offering passkeys) anonid's own script file and requests to anonid
+    only: still nothing inline, nothing from elsewhere."""
     # img-src data: for the page's empty icon (else browsers fetch /favicon.ico).
     images = " ".join(filter(None, ("data:", brand_of(settings).logo_origin)))
+    own_scripts = "script-src 'self'; connect-src 'self'; " if scripts else ""
     return (
-        f"default-src 'none'; style-src 'unsafe-inline'; img-src {images}; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'"
+        f"default-src 'none'; {own_scripts}style-src 'unsafe-inline'; img-src {images}; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     )
 
 
@@ -193,6 +199,7 @@ def _page(
     csrf: Csrf,
     set_cookie: str | None = None,
     headers: dict[str, str] | None = None,
+    scripts: bool = False,
     **context: Any,
 ) -> Response:
     settings = services(request).settings
@@ -213,7 +220,7 @@ def _page(
     body = render(settings, f"pages/{template}", lang, values)
     page_headers = {
         **PAGE_HEADERS,
-        "Content-Security-Policy": content_security_policy(settings),
+        "Content-Security-Policy": content_security_policy(settings, scripts=scripts),
         "Content-Language": lang,
     }
     response = HTMLResponse(body, status_code=status, headers={**page_headers, **(headers or {})})
@@ -231,20 +238,32 @@ async def read_form(request: Request) -> dict[str, str]:
     except Exception as exc:  # malformed bodies are the client's problem, never a 5xx
         log.info("unreadable form: %s", type(exc).__name__)
         return {}
-    return {k: v[:MAX_FIELD] for k, v in form.items() if isinstance(v, str)}
+    return {k: v[: LONG_FIELDS.get(k, MAX_FIELD)] for k, v in form.items() if isinstance(v, str)}
 
 
 def _session_cookie(svc: Services, row: Row[Any]) -> str:
     return svc.cookies.set(svc.keys.issue(row.id, row.is_anonymous, row.session_version))
 
 
-def _done(request: Request, svc: Services, csrf: Csrf, row: Row[Any], title: str) -> Response:
-    message = translated(request, N_("You are logged in as %(email)s."), {"email": row.email})
+def _done(
+    request: Request,
+    svc: Services,
+    csrf: Csrf,
+    row: Row[Any],
+    title: str,
+    *,
+    cookie: str | None = None,
+) -> Response:
+    """The signed-in page, setting the session cookie (``cookie`` when the flow issued it)."""
+    if row.email is None:  # an account made with a passkey or a provider that gave no address
+        message = translated(request, N_("You are logged in."))
+    else:
+        message = translated(request, N_("You are logged in as %(email)s."), {"email": row.email})
     return _page(
         request,
         "done.html",
         csrf=csrf,
-        set_cookie=_session_cookie(svc, row),
+        set_cookie=cookie or _session_cookie(svc, row),
         title=translated(request, title),
         message=message,
         # Back to the app the visitor came from (the first allowed origin); anonid has no home.
@@ -282,15 +301,18 @@ def _login_page(
         message = FLOW_MESSAGES.get(request.query_params.get("error", ""))
         context["error"] = translated(request, message) if message else None
     guest = session is not None and session.claims.anon
+    offered = services(request).settings.passkeys_offered
     return _page(
         request,
         "login.html",
         status,
         csrf=csrf,
+        scripts=offered,
         title=translated(request, N_("Log in")),
         guest=guest,
         form_token=csrf.token("login"),
         providers=_provider_buttons(services(request)),
+        passkey=offered,
         **context,
     )
 
@@ -331,15 +353,20 @@ async def login_submit(
     if not csrf.valid("login", form.get("csrf", "")):
         error = translated(request, _CSRF_MESSAGE)
         return _login_page(request, csrf, session, 403, email=email, error=error)
+    cookie = None
     try:
-        await limit_credentials(request, svc, email)
-        row, _ = await login_and_merge(svc, session, email, form.get("password", ""))
+        if "passkey" in form:  # "Sign in with a passkey": the assertion, as JSON
+            row, _ = await passkey_flows.sign_in(request, svc, session, form["passkey"])
+            cookie = passkey_flows.passkey_cookie(svc, row)
+        else:
+            await limit_credentials(request, svc, email)
+            row, _ = await login_and_merge(svc, session, email, form.get("password", ""))
     except AnonidError as exc:
         error = error_text(request, exc)
         return _login_page(
             request, csrf, session, exc.status, email=email, error=error, headers=exc.headers
         )
-    return _done(request, svc, csrf, row, N_("You are logged in"))
+    return _done(request, svc, csrf, row, N_("You are logged in"), cookie=cookie)
 
 
 # Choose a password: setup (finishing a conversion) and reset
@@ -378,6 +405,7 @@ def _password_page(
     form: bool = True,
     email: str = "",
     error: str | None = None,
+    passkey: bool = False,
 ) -> Response:
     flow = _FLOWS[purpose]
     return _page(
@@ -385,6 +413,8 @@ def _password_page(
         "choose_password.html",
         status,
         csrf=csrf,
+        scripts=passkey,
+        passkey=passkey,
         title=translated(request, flow["title"]),
         intro=translated(request, flow["intro"]),
         button=translated(request, flow["button"]),
@@ -399,9 +429,16 @@ def _password_page(
     )
 
 
+def _passkey_offered(svc: Services, purpose: Purpose, subject: str, user_id: Any) -> bool:
+    """Whether the setup page offers "Save with a passkey": when this browser holds the link's
+    guest (the passkey is added with that session) and browsers can use passkeys here."""
+    return purpose == "setup" and svc.settings.passkeys_offered and subject == str(user_id)
+
+
 async def _password_form(request: Request, purpose: Purpose, token: str) -> Response:
     svc = services(request)
-    csrf = await Csrf.of(request, svc)
+    subject = await _session_subject(request, svc)
+    csrf = Csrf(request, svc, subject)
     try:
         async with svc.single_statement() as conn:
             target = await peek_link_token(conn, token, purpose)
@@ -409,7 +446,22 @@ async def _password_form(request: Request, purpose: Purpose, token: str) -> Resp
         return _password_page(
             request, svc, csrf, purpose, "", exc.status, form=False, error=error_text(request, exc)
         )
-    return _password_page(request, svc, csrf, purpose, token, email=target.email)
+    passkey = _passkey_offered(svc, purpose, subject, target.user_id)
+    return _password_page(request, svc, csrf, purpose, token, email=target.email, passkey=passkey)
+
+
+async def _passkey_setup(
+    request: Request, svc: Services, csrf: Csrf, token: str, credential: str
+) -> Response:
+    """The setup page's "Save with a passkey": the passkey and the link's address, at once."""
+    session = await lenient_session(request)
+    if session is None:
+        raise AnonidError("invalid_session")
+    row = await passkey_flows.add_passkey(
+        request, svc, session, credential, None, setup_token=token
+    )
+    cookie = passkey_flows.passkey_cookie(svc, row)
+    return _done(request, svc, csrf, row, _FLOWS["setup"]["done"], cookie=cookie)
 
 
 async def _password_submit(request: Request, purpose: Purpose) -> Response:
@@ -420,15 +472,20 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
     if not csrf.valid(purpose, form.get("csrf", "")):
         error = translated(request, _CSRF_MESSAGE)
         return _password_page(request, svc, csrf, purpose, token, 403, error=error)
+    # "Save with a passkey" posts the browser's answer instead of a password.
+    passkey = form.get("passkey") if purpose == "setup" else None
     password = form.get("password", "")
-    if password != form.get("password_again", password):
+    if passkey is None and password != form.get("password_again", password):
         error = translated(request, N_("The two passwords are not the same."))
         return _password_page(request, svc, csrf, purpose, token, 422, error=error)
     try:
+        if passkey is not None:
+            return await _passkey_setup(request, svc, csrf, token, passkey)
         row = await redeem_with_password(svc, purpose, token, password)
     except AnonidError as exc:
-        # A bad password may be retried with the same link; a dead link cannot.
-        retry = exc.code == "weak_password"
+        # A refused password or passkey may be tried again with the same link; a dead link
+        # cannot.
+        retry = exc.code in ("weak_password", "invalid_passkey", "rate_limited")
         return _password_page(
             request,
             svc,
@@ -438,6 +495,7 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
             exc.status,
             form=retry,
             error=error_text(request, exc),
+            passkey=retry and passkey is not None,
         )
     return _done(request, svc, csrf, row, _FLOWS[purpose]["done"])
 

@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "user.deleted",
     "user.password_reset",
     "user.identity_linked",
+    "user.passkey_added",
 )
 
 # Where an event row comes from by default: bound parameters :event_id, :event_type, :event_user

@@ -7,7 +7,8 @@ Removed, in batches of at most ``batch_size`` rows, each batch its own short tra
   given up on (``failed_at``) more than ``FAILED_OUTBOX_DAYS`` ago;
 - link tokens ``LINK_TOKEN_GRACE`` after they were used or expired, whichever came first: until
   then a click on a spent or expired link still answers "used" or "expired", not "unknown";
-- provider sign-in requests (``oauth_flows``) once expired (a redeemed one is already gone).
+- provider sign-in requests (``oauth_flows``) once expired (a redeemed one is already gone);
+- WebAuthn challenges (``webauthn_challenges``) once expired (a used one is already gone).
 
 Any number of processes may run it at once: rows are taken with ``FOR UPDATE SKIP LOCKED`` and
 every delete re-checks its guard, so two runs never remove a row twice or one that is not due.
@@ -77,6 +78,7 @@ _TOKENS = _batch(
     "link_tokens", "coalesce(used_at, expires_at) < :cutoff", "coalesce(used_at, expires_at)"
 )
 _FLOWS = _batch("oauth_flows", "expires_at < now()", "expires_at")
+_CHALLENGES = _batch("webauthn_challenges", "expires_at < now()", "expires_at")
 
 
 async def _drain(
@@ -97,7 +99,8 @@ async def remove_expired(
     engine: AsyncEngine, settings: Settings, *, batch_size: int = 1000
 ) -> dict[str, int]:
     """Remove every row past its retention now; the rows removed per kind
-    (``events``, ``outbox_delivered``, ``outbox_failed``, ``link_tokens``, ``oauth_flows``)."""
+    (``events``, ``outbox_delivered``, ``outbox_failed``, ``link_tokens``, ``oauth_flows``,
+    ``webauthn_challenges``)."""
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
     async with engine.begin() as conn:
@@ -123,6 +126,7 @@ async def remove_expired(
         "outbox_failed": 0,
         "link_tokens": 0,
         "oauth_flows": 0,
+        "webauthn_challenges": 0,
     }
     for event_type in types:
         removed["events"] += await _drain(
@@ -134,6 +138,7 @@ async def remove_expired(
     removed["outbox_failed"] = await _drain(engine, _FAILED, {"cutoff": cutoffs.failed}, batch_size)
     removed["link_tokens"] = await _drain(engine, _TOKENS, {"cutoff": cutoffs.tokens}, batch_size)
     removed["oauth_flows"] = await _drain(engine, _FLOWS, {}, batch_size)
+    removed["webauthn_challenges"] = await _drain(engine, _CHALLENGES, {}, batch_size)
     if any(removed.values()):
         log.info("retention removed %s", ", ".join(f"{v} {k}" for k, v in removed.items()))
     return removed

@@ -1,0 +1,197 @@
+"""The hosted security page (CONTRACT §15): the signed-in account's passkeys (add, rename,
+remove) and provider identities, as plain forms with CSRF tokens like the other hosted pages;
+and ``/account/passkeys.js``, the one script the hosted pages load (passkey ceremonies).
+
+Adding a passkey needs JavaScript (WebAuthn has no form of its own); the lists, renaming and
+removing work without it. Sessions join this page with the sessions table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import HTMLResponse, Response
+
+from app.api import passkey_flows
+from app.api.deps import Session, lenient_session, services
+from app.api.pages import (
+    _CSRF_MESSAGE,
+    Csrf,
+    _form_body,
+    _html,
+    _page,
+    error_text,
+    read_form,
+    translated,
+)
+from app.credentials import passkey_store
+from app.credentials.identities import list_identities
+from app.errors import N_, AnonidError
+from app.lifecycle.users import get_user
+from app.services import Services
+
+router = APIRouter(prefix="/account", tags=["hosted pages"])
+
+SCRIPT = (Path(__file__).resolve().parent.parent / "static" / "passkeys.js").read_bytes()
+SCRIPT_HEADERS = {
+    "Cache-Control": "public, max-age=3600",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "cross-origin",  # apps may load it (the demo storefront)
+}
+FORM = "security"
+NOTICES = {
+    "add": N_("Your passkey is saved."),
+    "rename": N_("The passkey is renamed."),
+    "remove": N_("The passkey is removed."),
+}
+
+
+@router.get(
+    "/passkeys.js",
+    summary="The hosted pages' passkey script (also usable by apps: `anonidPasskeys`)",
+    response_class=Response,
+    responses={200: {"content": {"text/javascript": {"schema": {"type": "string"}}}}},
+)
+async def passkeys_script() -> Response:
+    return Response(SCRIPT, media_type="text/javascript; charset=utf-8", headers=SCRIPT_HEADERS)
+
+
+def _day(value: Any) -> str | None:
+    return value[:10] if value else None
+
+
+async def _security_page(
+    request: Request,
+    svc: Services,
+    csrf: Csrf,
+    account: tuple[UUID, int] | None,
+    status: int = 200,
+    *,
+    cookie: str | None = None,
+    error: str | None = None,
+    notice: str | None = None,
+) -> Response:
+    """The page for the account of ``(id, session_version)``; without one, a way to log in."""
+    context: dict[str, Any] = {"signed_in": False}
+    if account is not None:
+        async with svc.single_statement() as conn:
+            user = await get_user(conn, account[0])
+            if user is not None and user.session_version == account[1]:
+                found = await passkey_store.list_passkeys(conn, *account)
+                identities = await list_identities(conn, *account)
+                context = {
+                    "signed_in": True,
+                    "guest": user.is_anonymous,
+                    "email": user.email,
+                    "passkeys": [
+                        {
+                            **p,
+                            "created": _day(p["created_at"]),
+                            "last_used": _day(p["last_used_at"]),
+                        }
+                        for p in found
+                    ],
+                    "identities": identities,
+                }
+    offered = context["signed_in"] and svc.settings.passkeys_offered
+    return _page(
+        request,
+        "security.html",
+        status,
+        csrf=csrf,
+        set_cookie=cookie,
+        scripts=offered,
+        title=translated(request, N_("Security")),
+        form_token=csrf.token(FORM),
+        passkey_offered=offered,
+        error=error,
+        notice=notice,
+        **context,
+    )
+
+
+def _account(session: Session | None) -> tuple[UUID, int] | None:
+    return None if session is None else (session.claims.sub, session.claims.sv)
+
+
+@router.get(
+    "/security",
+    summary="Hosted page: the signed-in account's passkeys and provider identities",
+    response_class=HTMLResponse,
+    responses=_html("The lists and forms, or a link to log in without a session"),
+)
+async def security_page(
+    request: Request, session: Session | None = Depends(lenient_session)
+) -> Response:
+    svc = services(request)
+    return await _security_page(request, svc, await Csrf.of(request, svc), _account(session))
+
+
+async def _act(
+    request: Request, svc: Services, session: Session, form: dict[str, str]
+) -> tuple[tuple[UUID, int], str | None]:
+    """Carry out the form's action; the account to show afterwards and the new session cookie
+    (a passkey added renews the session; a guest's becomes a registered one's)."""
+    action = form.get("action", "")
+    account = (session.claims.sub, session.claims.sv)
+    if action == "add":
+        row = await passkey_flows.add_passkey(
+            request, svc, session, form.get("passkey", ""), form.get("name") or None
+        )
+        return (row.id, row.session_version), passkey_flows.passkey_cookie(svc, row)
+    try:
+        passkey_id = UUID(form.get("passkey_id", ""))
+    except ValueError:
+        raise AnonidError("not_found") from None
+    if action == "rename":
+        name = passkey_store.clean_name(form.get("name", ""))
+        async with svc.single_statement() as conn:
+            await passkey_store.rename_passkey(conn, *account, passkey_id, name)
+    elif action == "remove":
+        async with svc.engine.begin() as conn:
+            await passkey_store.remove_passkey(conn, *account, passkey_id)
+    else:
+        raise AnonidError("invalid_request")
+    return account, None
+
+
+@router.post(
+    "/security",
+    summary="Hosted page: add, rename or remove a passkey (`action` = add, rename or remove)",
+    response_class=HTMLResponse,
+    responses=_html(
+        "Done: the page again, with what changed (a passkey added sets the session cookie)",
+        **{
+            "400": "The passkey could not be verified",
+            "401": "No session: the page with a link to log in",
+            "403": "Missing or wrong CSRF token (the page again), or a foreign origin (JSON)",
+            "404": "Not one of this account's passkeys",
+            "409": "The account's last way to sign in",
+            "422": "A name that is empty or too long",
+            "429": "Too many attempts",
+        },
+    ),
+    openapi_extra=_form_body("action"),
+)
+async def security_submit(
+    request: Request, session: Session | None = Depends(lenient_session)
+) -> Response:
+    svc = services(request)
+    csrf = await Csrf.of(request, svc)
+    form = await read_form(request)
+    account = _account(session)
+    if not csrf.valid(FORM, form.get("csrf", "")):
+        error = translated(request, _CSRF_MESSAGE)
+        return await _security_page(request, svc, csrf, account, 403, error=error)
+    if session is None:
+        return await _security_page(request, svc, csrf, None, 401)
+    try:
+        account, cookie = await _act(request, svc, session, form)
+    except AnonidError as exc:
+        error = error_text(request, exc)
+        return await _security_page(request, svc, csrf, account, exc.status, error=error)
+    notice = translated(request, NOTICES[form["action"]])
+    return await _security_page(request, svc, csrf, account, cookie=cookie, notice=notice)
