@@ -182,12 +182,12 @@ async def security_submit(
     svc = services(request)
     csrf = await Csrf.of(request, svc)
     form = await read_form(request)
+    if session is None:  # nothing to act on
+        return await _security_page(request, svc, csrf, None, 401)
     account = _account(session)
     if not csrf.valid(FORM, form.get("csrf", "")):
         error = translated(request, _CSRF_MESSAGE)
         return await _security_page(request, svc, csrf, account, 403, error=error)
-    if session is None:
-        return await _security_page(request, svc, csrf, None, 401)
     try:
         account, cookie = await _act(request, svc, session, form)
     except AnonidError as exc:
