@@ -103,6 +103,24 @@ document.getElementById("signup-form")?.addEventListener("submit", async (event)
   }
 });
 
+// "Save with a passkey": the guest becomes a registered account in place, with one touch and
+// no address (anonid's helper runs the WebAuthn ceremony against anonid's API).
+const passkeySignup = document.getElementById("passkey-signup");
+if (passkeySignup && window.anonidPasskeys && window.anonidPasskeys.supported()) {
+  passkeySignup.hidden = false;
+  document.getElementById("save-passkey").addEventListener("click", async (event) => {
+    event.target.disabled = true;
+    try {
+      if (session === "none") await startGuest();
+      await window.anonidPasskeys.add(anonid);
+      window.location.reload(); // signed in: the backend reads the new session cookie
+    } catch (err) {
+      signupStatus(err.code ? err.message : "The passkey was not saved; you can try again.");
+      event.target.disabled = false;
+    }
+  });
+}
+
 async function load() {
   if (session === "none") return show({});
   try {
