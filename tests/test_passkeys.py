@@ -495,3 +495,14 @@ async def test_passkey_sign_in_is_rate_limited_like_every_login(app_with: AppFac
     assert (await sign_in(c, device)).status_code == 200
     r = await sign_in(c, device)
     assert r.status_code == 429 and r.json()["error"] == "rate_limited"
+
+
+async def test_sign_in_challenges_are_limited_per_client_like_new_guests(
+    app_with: AppFactory,
+) -> None:
+    _, c = await app_with(anonymous_rate_limit="2/minute")
+    for _ in range(2):
+        assert (await c.post("/v1/login/passkey/options")).status_code == 200
+    r = await c.post("/v1/login/passkey/options")
+    assert r.status_code == 429 and r.json()["error"] == "rate_limited"
+    assert int(r.headers["retry-after"]) >= 1

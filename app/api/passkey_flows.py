@@ -116,6 +116,9 @@ async def login_options(request: Request, svc: Services) -> tuple[dict[str, Any]
     """Request options for discoverable credentials: the options, the challenge id (for
     ``X-Anonid-Challenge-Id``) and the Set-Cookie value binding it to this browser (the
     browser's secret is kept, so two tabs signing in at once both succeed)."""
+    limiter = svc.extras.get("limiter")
+    if limiter is not None:
+        await limiter.hit_sign_in_challenge(request)
     current = request.cookies.get(challenge_cookie_name(svc))
     secret = (
         current if webauthn_challenges.well_formed(current) else webauthn_challenges.new_secret()

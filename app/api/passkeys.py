@@ -204,7 +204,7 @@ async def remove_passkey(
         "`PublicKeyCredentialRequestOptionsJSON` for discoverable credentials. The challenge is "
         "single use, lasts 5 minutes and is bound to this browser (a short cookie) and to the "
         f"`{CHALLENGE_ID_HEADER}` header of this response, which clients without cookies send "
-        "back with the assertion."
+        "back with the assertion. Limited per client IP by `ANONID_ANONYMOUS_RATE_LIMIT`."
     ),
     responses={
         200: {
@@ -216,7 +216,7 @@ async def remove_passkey(
                 }
             },
         },
-        **responses("csrf_rejected"),
+        **responses("rate_limited", "csrf_rejected"),
     },
 )
 async def request_options(request: Request) -> Response:
