@@ -191,7 +191,7 @@ def migrate() -> None:
 @keys_cli.command("rotate")
 def keys_rotate() -> None:
     """Make a new signing key current; older keys stay in JWKS until their tokens expire."""
-    from app.sessions import rotate_signing_key
+    from app.sessions.keys import rotate_signing_key
 
     settings = _settings()
     url = _database(settings, migrate=False)

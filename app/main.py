@@ -28,6 +28,7 @@ from app.api import (
 )
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
+from app.api import sessions as sessions_api
 from app.api.hot import HotPaths
 from app.credentials.oidc_client import OidcProviders
 from app.outbox.smtputf8 import Smtputf8Support
@@ -41,7 +42,9 @@ from app.platform.pgpool import HotPool
 from app.platform.ratelimit import RateLimiter
 from app.server_secrets import load_server_secrets
 from app.services import Services
-from app.sessions import CookieJar, KeyRing, ensure_signing_key
+from app.sessions.access import AccessTokens
+from app.sessions.cookies import CookieJar
+from app.sessions.keys import KeyRing, ensure_signing_key
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("anonid")
@@ -102,6 +105,7 @@ def create_app(
             topology=databases.topology,
             direct=databases.direct,
             keys=keys,
+            access=AccessTokens(keys),
             cookies=cookies,
             server_secrets=server_secrets,
         )
@@ -149,11 +153,12 @@ def create_app(
         summary="Anonymous accounts that become registered ones, on your own PostgreSQL.",
         lifespan=lifespan,
     )
-    errors.install(app, cookies.name, cookies.clear)
+    errors.install(app, cookies)
     app.include_router(public.router)
     app.include_router(account.router)
     app.include_router(oauth.router)
     app.include_router(passkeys.router)
+    app.include_router(sessions_api.router)
     app.include_router(pages.router)
     app.include_router(security_page.router)
     app.include_router(ops.router)
@@ -173,7 +178,7 @@ def create_app(
     # cross-site, wrongly typed or oversized requests before any route runs.
     app.add_middleware(
         RequestGuard,
-        cookie_name=settings.cookie_name,
+        cookie_names=cookies.names,
         allowed_origins=settings.csrf_origins,
         data_max=settings.data_max_bytes,
     )

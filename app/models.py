@@ -7,7 +7,7 @@ mirrors them so queries can be built with Core and so a test can check the two a
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import BYTEA, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, UUID
 
 metadata = sa.MetaData(
     naming_convention={
@@ -145,6 +145,44 @@ oauth_flows = sa.Table(
     sa.Column("expires_at", TS, nullable=False, index=True),
 )
 
+# One row per sign-in (CONTRACT §4); ``id`` is the access token's ``sid``. Refresh tokens are
+# kept only as SHA-256 hashes (app.sessions.refresh).
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    # The primary key is (user_id, id): it also serves a user's sessions and the cascade.
+    sa.Column(
+        "user_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_used_at", TS, nullable=False, server_default=sa.func.now()),
+    # The UTC day of last_used_at, for retention's index (changes at most daily: HOT refreshes).
+    sa.Column(
+        "last_used_day",
+        sa.Date,
+        nullable=False,
+        server_default=sa.text("(now() AT TIME ZONE 'UTC')::date"),
+        index=True,
+    ),
+    sa.Column("user_agent", sa.Text),
+    sa.Column("family_hash", BYTEA, nullable=False),
+    sa.Column("live_hashes", ARRAY(BYTEA), nullable=False),
+    sa.Column("spent_hashes", ARRAY(BYTEA), nullable=False, server_default="{}"),
+    sa.Column("rotated_at", TS),
+    sa.Column("ended_at", TS),
+    sa.Column("ended_reason", sa.Text),
+    postgresql_with={"fillfactor": 70},
+)
+sa.Index(
+    "ix_sessions_ended_at",
+    sessions.c.ended_at,
+    postgresql_where=sa.text("ended_at IS NOT NULL"),
+)
+
 # WebAuthn credentials (CONTRACT §14); they go with the user.
 passkeys = sa.Table(
     "passkeys",
@@ -173,16 +211,18 @@ webauthn_challenges = sa.Table(
     metadata,
     sa.Column("challenge", BYTEA, primary_key=True),
     sa.Column("purpose", sa.Text, nullable=False),
-    # register: the session that asked (no foreign key, as oauth_flows: checked when consumed).
+    # register: the session that asked (no foreign keys, as oauth_flows: checked when consumed).
     sa.Column("user_id", UUID(as_uuid=True)),
     sa.Column("session_version", sa.Integer),
+    sa.Column("session_id", UUID(as_uuid=True)),
     # login: SHA-256 of the browser's short cookie and of the X-Anonid-Challenge-Id.
     sa.Column("browser_hash", BYTEA),
     sa.Column("client_hash", BYTEA),
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
     sa.Column("expires_at", TS, nullable=False, index=True),
     sa.CheckConstraint(
-        "(purpose = 'register' AND user_id IS NOT NULL AND session_version IS NOT NULL)"
+        "(purpose = 'register' AND user_id IS NOT NULL AND session_version IS NOT NULL"
+        " AND session_id IS NOT NULL)"
         " OR (purpose = 'login' AND browser_hash IS NOT NULL AND client_hash IS NOT NULL)",
         name="bound",
     ),

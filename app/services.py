@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.platform.db import Topology, single_statement
 from app.platform.pgpool import HotPool
 from app.server_secrets import ServerSecrets
-from app.sessions import CookieJar, KeyRing
+from app.sessions.access import AccessTokens
+from app.sessions.cookies import CookieJar
+from app.sessions.keys import KeyRing
 from app.settings import Settings
 
 
@@ -24,7 +26,8 @@ class Services:
     pool: HotPool  # the hot paths' statements (app.platform.pgpool) on the engine's connections
     topology: Topology
     direct: AsyncEngine | None  # one direct connection, for the cull's lock (app.platform.db)
-    keys: KeyRing
+    keys: KeyRing  # the signing keys and the JWKS
+    access: AccessTokens  # access tokens signed and verified with them
     cookies: CookieJar
     server_secrets: ServerSecrets  # app.server_secrets: keys shared by every process
     extras: dict[str, Any] = field(default_factory=dict)

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     cookie_domain: str | None = None
     anonymous_ttl_days: int = Field(30, ge=1, le=3650)
     session_ttl_days: int = Field(14, ge=1, le=3650)
+    # CONTRACT §4: the access token's lifetime (a fraction of a minute is accepted, for tests
+    # that must see a token expire without waiting minutes), the refresh cookie, the reuse
+    # interval of a rotated refresh token and the absolute lifetime of a registered session.
+    access_token_ttl_minutes: float = Field(15, gt=0, le=24 * 60)
+    refresh_cookie_name: str = Field("anonid_refresh", pattern=r"^[A-Za-z0-9_\-.]{1,64}$")
+    refresh_reuse_seconds: int = Field(10, ge=0, le=3600)
+    session_max_days: int = Field(90, ge=1, le=3650)
     cull_after_days: int = Field(40, ge=1, le=36500)
     cull_interval_minutes: int = Field(60, ge=0)
     setup_token_ttl_hours: int = Field(24, ge=1, le=24 * 30)
@@ -259,6 +266,11 @@ class Settings(BaseSettings):
                 f"ANONID_ANONYMOUS_TTL_DAYS ({self.anonymous_ttl_days}), or live cookies "
                 "would point at culled accounts"
             )
+        if self.refresh_cookie_name == self.cookie_name:
+            raise ValueError(
+                "ANONID_REFRESH_COOKIE_NAME must differ from ANONID_COOKIE_NAME "
+                f"(both are {self.cookie_name!r})"
+            )
         if self.webhook_urls and self.webhook_secret is None:
             raise ValueError("ANONID_WEBHOOK_URLS is set but ANONID_WEBHOOK_SECRET is not")
         if (
@@ -280,6 +292,10 @@ class Settings(BaseSettings):
     @cached_property
     def should_auto_migrate(self) -> bool:
         return self.embedded if self.auto_migrate is None else self.auto_migrate
+
+    @cached_property
+    def access_ttl_seconds(self) -> int:
+        return max(1, round(self.access_token_ttl_minutes * 60))
 
     @cached_property
     def jwt_issuer(self) -> str:

@@ -35,6 +35,17 @@ async def anonid_tokens(base: str, count: int) -> list[str]:
     return await _gather(count, make, base)
 
 
+async def anonid_refresh_tokens(base: str, count: int) -> list[str]:
+    """Refresh tokens of new anonymous sessions (bearer mode: the tokens in the body)."""
+
+    async def make(client: httpx.AsyncClient, i: int) -> str:
+        response = await client.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})
+        response.raise_for_status()
+        return str(response.json()["refresh_token"])
+
+    return await _gather(count, make, base)
+
+
 async def yardstick_tokens(base: str, count: int) -> list[str]:
     async def make(client: httpx.AsyncClient, i: int) -> str:
         response = await client.post("/anonymous")

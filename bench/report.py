@@ -181,6 +181,13 @@ def _main_rows(results: dict[str, Any]) -> tuple[list[str], list[str]]:
         checks.append(
             f"| GET /v1/me throughput ≥ 3 × fastapi-users `GET /users/me` | {r:.2f} × | {_verdict(r >= 3)} |"
         )
+    rf = medians.get("POST /v1/session/refresh", {})
+    if "anonid" in rf and "anonid" in a:
+        r = rf["anonid"]["rps"] / a["anonid"]["rps"]
+        checks.append(
+            "| POST /v1/session/refresh throughput ≥ 0.7 × anonid's POST /v1/anonymous "
+            f"| {r:.2f} × | {_verdict(r >= 0.7)} |"
+        )
     pt = medians.get("PATCH /v1/me/data", {})
     if "anonid" in pt and "yardstick" in pt:
         r = pt["anonid"]["rps"] / pt["yardstick"]["rps"]

@@ -45,6 +45,10 @@ from servers import (
 )
 from wrk import WrkResult, run_wrk, wrk_binary
 
+# wrk's connections (bench/wrk.py's default): the refresh pool holds twice as many tokens, so
+# every connection has one to send from the first request on.
+REFRESH_CONNECTIONS = 32
+
 PORTS = {"anonid": 18501, "yardstick": 18502, "fastapi-users": 18503, "anonid-2w": 18504}
 SMTP_PORT = 18525
 PHASES = ("main", "profile", "scaling", "argon2", "email", "cull", "memory")
@@ -113,6 +117,10 @@ class Bench:
             # As many connections as the yardstick's pool (max_size=20): with fewer, concurrent
             # writes share fewer commits (PostgreSQL flushes the WAL of waiting commits together).
             "ANONID_DATABASE_POOL_SIZE": "20",
+            # The GET and PATCH pools are made once and walked for the whole run: their access
+            # tokens must not expire meanwhile (a fresh token is the hot path being measured;
+            # POST /v1/session/refresh is measured on its own).
+            "ANONID_ACCESS_TOKEN_TTL_MINUTES": "1440",
         }
 
     async def start_anonid(
@@ -273,7 +281,35 @@ class Bench:
                 ],
                 self.mode.rounds,
             ),
+            "POST /v1/session/refresh": {"anonid": await self.refresh_rounds()},
         }
+
+    async def refresh_rounds(self) -> list[WrkResult]:
+        """``POST /v1/session/refresh`` (anonid's own: no other system has it; its target is a
+        share of anonid's ``POST /v1/anonymous`` in the same run). Each run starts from a fresh
+        pool of refresh tokens, since a run spends every token it uses and one presented again
+        after the reuse interval would end its session; the script replaces each token it spends
+        with the one the answer carries."""
+        anonid = self.servers["anonid"].url
+        count = max(self.mode.pool, 2 * REFRESH_CONNECTIONS)
+        runs: list[WrkResult] = []
+        for measured in [False] * bool(self.mode.warmup) + [True] * self.mode.rounds:
+            pool = pools.write_tokens(
+                self.work / "anonid-refresh.tokens",
+                await pools.anonid_refresh_tokens(anonid, count),
+            )
+            seconds = self.mode.seconds if measured else self.mode.warmup
+            result = await self.wrk(
+                "anonid", "/v1/session/refresh", "refresh", seconds, BENCH_TOKENS=str(pool)
+            )
+            if measured:
+                runs.append(result)
+                self.log(
+                    f"  round {len(runs)} refresh: {result.rps:.0f} req/s, "
+                    f"p50 {result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms, "
+                    f"server CPU {result.server_cpu_us or 0:.0f} µs/request"
+                )
+        return runs
 
     async def phase_scaling(self) -> None:
         self.log("phase scaling: anonid --workers 2 against --workers 1 (same database)")

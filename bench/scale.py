@@ -141,6 +141,7 @@ class Scale:
             self.log(f"reusing {self.big_name} (built {meta['built_at']}); migrating it")
             self.migrate(self.big_url)
             self.results["build"] = {**meta, "reused": True}
+            await self.ensure_sessions()
             return
         await create_database(admin, self.big_name)
         self.droppable = True
@@ -168,6 +169,16 @@ class Scale:
             f"  built in {built.insert_seconds:.0f} s ({built.rows_per_second:,.0f} rows/s), "
             f"VACUUM ANALYZE {built.vacuum_seconds:.0f} s, {size / 2**30:.2f} GiB"
         )
+        await self.ensure_sessions()
+
+    async def ensure_sessions(self) -> None:
+        """One session row per account, added once (a database built before sessions existed
+        has none); the sessions the throughput phase mints come on top."""
+        if await fetchval(self.big_url, "SELECT EXISTS (SELECT FROM sessions)"):
+            return
+        self.log("adding a session to every account")
+        rows, seconds = await scale_build.add_sessions(self.big_url, self.log)
+        self.results["build"]["sessions"] = {"rows": rows, "seconds": seconds}
 
     async def start_servers(self) -> None:
         self.empty_url = await self.bench.database("empty")
@@ -284,7 +295,7 @@ class Scale:
         conn = await asyncpg.connect(self.big_url)
         try:
             out = {}
-            for table in ("users", "events"):
+            for table in ("users", "events", "sessions"):
                 row = await conn.fetchrow(
                     # pg_partition_tree lists a partitioned table's parts, nothing for a plain one.
                     "SELECT sum(pg_total_relation_size(t)) AS total, "
@@ -487,23 +498,55 @@ async def sample_accounts(db_url: str, count: int) -> list[dict[str, Any]]:
 
 
 async def mint_tokens(db_url: str, bench: Bench, sample: list[dict[str, Any]]) -> list[str]:
-    """Session tokens for existing accounts, signed with the server's own key (as a login
-    would issue them), so no request has to create or log in each account."""
+    """Access tokens for existing accounts, each with a session row of its own, signed with the
+    server's own key (as a login would issue them), so no request has to create or log in each
+    account. The sessions' refresh tokens are random values nobody holds."""
+    import hashlib
+    import secrets
+
+    import sqlalchemy as sa
+
     from app.platform.db import create_engine
-    from app.sessions import KeyRing
+    from app.platform.ids import new_id
+    from app.sessions.access import AccessTokens
+    from app.sessions.keys import KeyRing
     from app.settings import Settings
 
     env = bench.anonid_env(db_url)
     settings = Settings(
-        database_url=db_url, public_url=env["ANONID_PUBLIC_URL"], cookie_secure=False
+        database_url=db_url,
+        public_url=env["ANONID_PUBLIC_URL"],
+        cookie_secure=False,
+        access_token_ttl_minutes=float(env["ANONID_ACCESS_TOKEN_TTL_MINUTES"]),
     )
     engine = create_engine(db_url, pool_size=1)
+    sids = [new_id() for _ in sample]
     try:
         ring = KeyRing(settings, engine)
         await ring.load()
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO sessions (id, user_id, family_hash, live_hashes) "
+                    "VALUES (:sid, :user, :family, ARRAY[CAST(:hash AS bytea)])"
+                ),
+                [
+                    {
+                        "sid": sid,
+                        "user": r["id"],
+                        "family": hashlib.sha256(secrets.token_bytes(16)).digest(),
+                        "hash": hashlib.sha256(secrets.token_bytes(32)).digest(),
+                    }
+                    for sid, r in zip(sids, sample, strict=True)
+                ],
+            )
     finally:
         await engine.dispose()
-    return [ring.issue(r["id"], r["is_anonymous"], r["session_version"]).token for r in sample]
+    tokens = AccessTokens(ring)
+    return [
+        tokens.issue(r["id"], r["is_anonymous"], r["session_version"], sid).token
+        for sid, r in zip(sids, sample, strict=True)
+    ]
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -42,15 +42,18 @@ async def test_new_visitor_gets_anonymous_account_with_cookie_and_no_token_in_bo
     user = body["user"]
     assert user["state"] == "anonymous" and user["is_anonymous"] is True
     assert user["email"] is None and re.fullmatch(r"guest-[0-9a-f]{20}", user["username"])
-    assert body["expires_in"] == 30 * 86400
+    # expires_in is the access token's; both cookies live as long as the guest's session.
+    assert body["expires_in"] == 15 * 60
+    assert "refresh_token" not in body
     assert r.headers["cache-control"] == "no-store"
 
-    set_cookie = r.headers["set-cookie"]
-    assert set_cookie.startswith("anonid_session=")
-    attrs = _cookie_attrs(set_cookie)
-    assert "httponly" in attrs and "secure" in attrs
-    assert attrs["samesite"] == "Lax" and attrs["path"] == "/"
-    assert attrs["max-age"] == str(30 * 86400)
+    access, refresh = r.headers.get_list("set-cookie")
+    assert access.startswith("anonid_session=") and refresh.startswith("anonid_refresh=")
+    for set_cookie in (access, refresh):
+        attrs = _cookie_attrs(set_cookie)
+        assert "httponly" in attrs and "secure" in attrs
+        assert attrs["samesite"] == "Lax" and attrs["path"] == "/"
+        assert attrs["max-age"] == str(30 * 86400)
 
 
 async def test_ids_are_uuidv7(client: httpx.AsyncClient) -> None:
@@ -67,10 +70,12 @@ async def test_jwt_header_and_claims(client: httpx.AsyncClient) -> None:
     assert body["token_type"] == "Bearer"
     header, claims = _segments(body["access_token"])
     assert header["alg"] == "ES256" and header["typ"] == "JWT" and header["kid"]
-    assert set(claims) >= {"iss", "aud", "sub", "iat", "exp", "jti", "anon", "sv"}
+    assert set(claims) >= {"iss", "aud", "sub", "iat", "exp", "jti", "anon", "sv", "sid"}
     assert claims["iss"] == "https://anonid.test" and claims["aud"] == "anonid"
     assert claims["sub"] == body["user"]["id"] and claims["anon"] is True
-    assert claims["exp"] - claims["iat"] == 30 * 86400
+    assert uuid.UUID(claims["sid"]).version == 7
+    assert claims["exp"] - claims["iat"] == 15 * 60 == body["expires_in"]
+    assert len(body["refresh_token"]) >= 43
     jwks = (await client.get("/.well-known/jwks.json")).json()
     assert header["kid"] in {k["kid"] for k in jwks["keys"]}
     assert all("d" not in k for k in jwks["keys"])  # never the private part
@@ -115,8 +120,9 @@ async def test_bearer_token_is_accepted(client: httpx.AsyncClient) -> None:
 async def test_cookie_secure_can_be_turned_off(app_with: AppFactory) -> None:
     _, c = await app_with(cookie_secure=False, cookie_domain="example.test")
     r = await c.post("/v1/anonymous")
-    attrs = _cookie_attrs(r.headers["set-cookie"])
-    assert "secure" not in attrs and attrs["domain"] == "example.test"
+    for set_cookie in r.headers.get_list("set-cookie"):
+        attrs = _cookie_attrs(set_cookie)
+        assert "secure" not in attrs and attrs["domain"] == "example.test"
 
 
 def test_guest_usernames_lead_with_their_minute_so_the_username_index_is_appended_to() -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
 import pytest
 from playwright.async_api import (
     Browser,
@@ -54,10 +55,9 @@ class Stack:
     shop: str
 
 
-@pytest.fixture(scope="module")
-def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """anonid (the test database, local mail catcher, in-process worker) and the storefront."""
-    tmp_path = tmp_path_factory.mktemp("journey")
+def _stack(
+    database_url: str, tmp_path: Path, anonid_env: dict[str, str], shop_env: dict[str, str]
+) -> Iterator[Stack]:
     port = free_port(18400, 18450)
     shop_port = free_port(18450, 18499)
     anonid, shop = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{shop_port}"
@@ -69,16 +69,40 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             ANONID_ALLOWED_ORIGINS=shop,
             ANONID_COOKIE_SECURE="false",
             ANONID_CULL_INTERVAL_MINUTES="0",
+            **anonid_env,
         ),
         port,
     )
     try:
         served.wait_ready()
-        env = clean_env(STOREFRONT_ANONID_URL=anonid, STOREFRONT_INBOX_URL=f"{anonid}/dev/mail")
+        env = clean_env(
+            STOREFRONT_ANONID_URL=anonid, STOREFRONT_INBOX_URL=f"{anonid}/dev/mail", **shop_env
+        )
         with storefront_process(shop_port, env, tmp_path / "storefront.log"):
             yield Stack(anonid, shop)
     finally:
         served.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """anonid (the test database, local mail catcher, in-process worker) and the storefront."""
+    yield from _stack(database_url, tmp_path_factory.mktemp("journey"), {}, {})
+
+
+SHORT_TTL_SECONDS = 3
+
+
+@pytest.fixture(scope="module")
+def short_stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The same, with access tokens that expire after a few seconds (and a storefront that
+    allows no leeway), so a test sees them expire without waiting minutes."""
+    yield from _stack(
+        database_url,
+        tmp_path_factory.mktemp("journey-short"),
+        {"ANONID_ACCESS_TOKEN_TTL_MINUTES": str(SHORT_TTL_SECONDS / 60)},
+        {"STOREFRONT_LEEWAY_SECONDS": "0"},
+    )
 
 
 class Journey:
@@ -271,6 +295,46 @@ async def test_guest_favourites_survive_sign_up_logout_and_merge_on_login(
     await journey.shot(page, "merged-favourites")
     await fresh.close()
 
+    assert journey.problems == []
+
+
+def _claims(token: str) -> dict[str, object]:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+async def test_a_guest_is_kept_across_access_token_expiry_by_the_storefront_and_by_anonid(
+    short_stack: Stack, journey: Journey
+) -> None:
+    """The storefront's backend renews an expired access cookie server-side before rendering;
+    anonid renews one transparently when the page's script calls it. No JavaScript handles
+    tokens, no request fails, and the guest stays the same person."""
+    context, page = await journey.context()
+    await open_shop(page, short_stack.shop)
+    await favourite(page, "teapot")
+    await expect(page.locator("#who-label")).to_have_text("Guest")
+    first = {c["name"]: c["value"] for c in await context.cookies(short_stack.anonid)}
+    guest = _claims(first["anonid_session"])
+
+    await page.wait_for_timeout(SHORT_TTL_SECONDS * 1000 + 1200)  # the access token expires
+    response = await page.goto(short_stack.shop)
+    assert response is not None
+    renewed = await response.header_value("set-cookie")
+    assert renewed is not None and "anonid_session=" in renewed and "anonid_refresh=" in renewed
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(page.locator("#who-label")).to_have_text("Guest")
+    await expect_favourites(page, "teapot")
+    await journey.shot(page, "renewed-by-the-storefront")
+
+    await page.wait_for_timeout(SHORT_TTL_SECONDS * 1000 + 1200)  # and again
+    await favourite(page, "plant")  # the script's PATCH to anonid carries the expired cookie
+    await open_shop(page, short_stack.shop)
+    await expect_favourites(page, "teapot", "plant")
+    await journey.shot(page, "renewed-by-anonid")
+    last = {c["name"]: c["value"] for c in await context.cookies(short_stack.anonid)}
+    assert last["anonid_refresh"] != first["anonid_refresh"]
+    now = _claims(last["anonid_session"])
+    assert now["sub"] == guest["sub"] and now["sid"] == guest["sid"]
+    await context.close()
     assert journey.problems == []
 
 

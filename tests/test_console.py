@@ -284,15 +284,16 @@ async def test_one_account_shows_fields_data_and_events_and_ends_its_sessions(
         assert user["email"] in page.text and "&#34;theme&#34;: &#34;dark&#34;" in page.text
         assert "user.converted" in page.text and "user.conversion_started" in page.text
         assert 'id="sign-in-methods"' in page.text
+        sessions = (await person.get("/v1/me/sessions")).json()["sessions"]
+        assert sessions and all(s["id"] in page.text for s in sessions)
 
         action = f"/admin/users/{user['id']}/end-sessions"
         r = await console.post(action, data={"csrf": csrf_in(page, action)})
         assert r.status_code == 303
         assert r.headers["location"] == f"/admin/users/{user['id']}?done=sessions_ended"
-        assert (
-            "Every session of this account has ended"
-            in (await console.get(r.headers["location"])).text
-        )
+        ended = (await console.get(r.headers["location"])).text
+        assert "Every session of this account has ended" in ended
+        assert 'id="no-sessions"' in ended and sessions[0]["id"] not in ended
         refused = await person.get("/v1/me")
         assert refused.status_code == 401 and refused.json()["error"] == "invalid_session"
 

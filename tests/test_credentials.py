@@ -164,8 +164,11 @@ async def test_login_answers_the_same_for_unknown_email_and_wrong_password(
         assert ok.status_code == 200
         body = ok.json()
         assert body["user"]["id"] == account["id"] and "merged_from" not in body
-        assert body["expires_in"] == 14 * 86400 and "access_token" not in body
-        assert "anonid_session=" in ok.headers["set-cookie"]
+        assert body["expires_in"] == 15 * 60 and "access_token" not in body
+        assert "refresh_token" not in body
+        cookies = ok.headers.get_list("set-cookie")
+        assert [c.split("=", 1)[0] for c in cookies] == ["anonid_session", "anonid_refresh"]
+        assert all(f"Max-Age={14 * 86400};" in c for c in cookies)
 
         r = await _login(c, account["email"], PASSWORD, headers={"X-Anonid-Token": "bearer"})
         assert r.json()["token_type"] == "Bearer" and "set-cookie" not in r.headers
@@ -248,11 +251,15 @@ async def test_logout_all_ends_every_session_and_clears_the_cookie(
     async with bare_client(app) as a, bare_client(app) as b:
         account = await register(a, engine)
         r = await _login(b, account["email"], PASSWORD, headers={"X-Anonid-Token": "bearer"})
-        token = r.json()["access_token"]
+        token, refresh_token = r.json()["access_token"], r.json()["refresh_token"]
         r = await a.post("/v1/logout-all")
         assert r.status_code == 204
-        assert "Max-Age=0" in r.headers["set-cookie"]
+        cleared = r.headers.get_list("set-cookie")
+        assert len(cleared) == 2 and all("Max-Age=0" in c for c in cleared)
         assert (await b.get("/v1/me", headers=bearer(token))).status_code == 401
+        # The other session's refresh token stopped working too.
+        renewed = await b.post("/v1/session/refresh", json={"refresh_token": refresh_token})
+        assert renewed.status_code == 401 and renewed.json()["error"] == "invalid_session"
         assert (await a.get("/v1/me")).status_code == 401
         assert (await _login(b, account["email"], PASSWORD)).status_code == 200
 

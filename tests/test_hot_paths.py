@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
+import time
+from collections.abc import Awaitable
 
 import asyncpg
 import httpx
+import jwt
+import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -17,6 +21,7 @@ from app.api.hot import HANDLERS, HotPaths
 from app.main import create_app
 from app.platform.pgpool import Statement, driver_dsn
 from tests.conftest import BASE_URL, AppFactory, make_settings, pool_backend_pids
+from tests.tokens import sign
 
 
 async def bearer_guest(client: httpx.AsyncClient) -> dict[str, str]:
@@ -157,3 +162,73 @@ async def test_hot_pool_connections_killed_by_the_server_are_replaced_never_answ
         await asyncio.sleep(0.2)
     else:
         raise AssertionError("the hot paths did not recover after their connections were killed")
+
+
+class StatementCounter:
+    """Every statement the app sends: through the hot pool and through the engine."""
+
+    def __init__(self, application: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        svc = application.state.services
+        original = svc.pool.fetchrow
+
+        async def counted(sql: str, args: list[object]) -> object:
+            self.count += 1
+            return await original(sql, args)
+
+        monkeypatch.setattr(svc.pool, "fetchrow", counted)
+        self._engine = svc.engine.sync_engine
+        sa.event.listen(self._engine, "before_cursor_execute", self._on_execute)
+
+    def _on_execute(self, *args: object) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        sa.event.remove(self._engine, "before_cursor_execute", self._on_execute)
+
+    async def of(self, request: Awaitable[httpx.Response], status: int = 200) -> int:
+        before = self.count
+        response = await request
+        assert response.status_code == status, response.text
+        return self.count - before
+
+
+async def test_hot_paths_cost_one_statement_while_the_access_token_is_fresh(
+    app: FastAPI, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counter = StatementCounter(app, monkeypatch)
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=BASE_URL
+        ) as browser:
+            # A new guest: the user, its session, its refresh token's hash and its event.
+            assert await counter.of(browser.post("/v1/anonymous"), 201) == 1
+            assert await counter.of(browser.get("/v1/me")) == 1
+            patch = browser.patch(
+                "/v1/me/data",
+                content=b'{"a": 1}',
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            assert await counter.of(patch) == 1
+            assert await counter.of(browser.post("/v1/session/refresh")) == 1
+            # The counter sees the engine's statements too: a FastAPI route checks the session
+            # on the hot pool, then reads through the engine.
+            assert await counter.of(browser.get("/v1/me/sessions")) == 2
+            # An expired access cookie: the renewal reads the user too, so GET /v1/me is still
+            # one statement; a write costs the renewal and itself.
+            claims = jwt.decode(
+                browser.cookies["anonid_session"], options={"verify_signature": False}
+            )
+            now = int(time.time())
+            expired = await sign(engine, {**claims, "iat": now - 100, "exp": now - 10})
+            browser.cookies.set("anonid_session", expired, domain="anonid.test")
+            assert await counter.of(browser.get("/v1/me")) == 1
+            browser.cookies.set("anonid_session", expired, domain="anonid.test")
+            patch = browser.patch(
+                "/v1/me/data",
+                content=b'{"b": 2}',
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+            assert await counter.of(patch) == 2
+    finally:
+        counter.close()

@@ -301,6 +301,7 @@ async def test_a_form_token_for_one_session_does_not_work_for_another(
         r = await browser.post("/account/login", data=login)
         assert r.status_code == 403 and "did not come from this site" in r.text
         browser.cookies.delete("anonid_session")
+        browser.cookies.delete("anonid_refresh")
         r = await browser.post("/account/login", data=login)
         assert r.status_code == 403
     async with engine.connect() as conn:

@@ -15,7 +15,7 @@ from tests.account_support import bare_client, fresh_email, register
 from tests.account_support import new_guest as new_guest_of
 from tests.conftest import AppFactory
 from tests.lifecycle_support import add_email, add_link, insert_registered, new_guest
-from tests.tokens import claims_for, sign
+from tests.tokens import claims_for, live_session, sign
 
 WEBHOOK_SETTINGS = {
     "webhook_urls": "https://hooks.example.test/anonid",
@@ -33,6 +33,7 @@ async def _rows_referencing(engine: AsyncEngine, user_id: str) -> dict[str, int]
     queries = {
         "users": "SELECT count(*) FROM users WHERE id = :u",
         "link_tokens": "SELECT count(*) FROM link_tokens WHERE user_id = :u",
+        "sessions": "SELECT count(*) FROM sessions WHERE user_id = :u",
         "outbox.user_id": "SELECT count(*) FROM outbox WHERE user_id = :u",
         "events.user_id": "SELECT count(*) FROM events WHERE user_id = :u",
         "events.payload": "SELECT count(*) FROM events WHERE payload::text LIKE '%' || :s || '%'",
@@ -87,6 +88,17 @@ async def test_export_contains_the_data_and_events_and_no_secrets(
     assert "token_hash" not in text and "password_hash" not in text
     assert "account/setup?token" not in text and "account/reset?token" not in text
     assert token not in text
+    # Its session is listed, without any hash of a refresh token.
+    (session,) = export["sessions"]
+    assert set(session) == {
+        "id",
+        "created_at",
+        "last_used_at",
+        "user_agent",
+        "ended_at",
+        "ended_reason",
+    }
+    assert "hashes" not in text and "family" not in text
 
 
 # Values that differ between any two exports whatever the addresses: ids, times, usernames.
@@ -132,7 +144,8 @@ async def test_export_of_a_registered_user_has_no_password_hash(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     user, email = await insert_registered(engine)
-    token = await sign(engine, claims_for(user, anon=False))
+    sid = await live_session(engine, user)
+    token = await sign(engine, claims_for(user, anon=False, sid=sid))
     r = await client.get("/v1/me/export", headers=bearer(token))
     assert r.status_code == 200, r.text
     export = r.json()
@@ -177,10 +190,12 @@ async def test_erase_leaves_no_row_behind_that_references_the_user(
     r = await client.delete("/v1/me")  # the session cookie from POST /v1/anonymous
 
     assert r.status_code == 204
-    set_cookie = r.headers["set-cookie"]
-    assert set_cookie.startswith("anonid_session=") and "max-age=0" in set_cookie.lower()
+    cleared = r.headers.get_list("set-cookie")
+    assert [c.split("=", 1)[0] for c in cleared] == ["anonid_session", "anonid_refresh"]
+    assert all("max-age=0" in c.lower() for c in cleared)
     assert await _rows_referencing(engine, user) == dict.fromkeys(
-        ["users", "link_tokens", "outbox.user_id", "events.user_id", "events.payload"], 0
+        ["users", "link_tokens", "sessions", "outbox.user_id", "events.user_id", "events.payload"],
+        0,
     )
     async with engine.connect() as conn:
         deleted_after = await conn.scalar(

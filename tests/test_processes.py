@@ -32,7 +32,7 @@ from tests.fault_support import (
 )
 from tests.outbox_support import private_database
 from tests.processes import ANONID, Served, free_port
-from tests.tokens import claims_for, sign
+from tests.tokens import claims_for, sid_of, sign
 
 REDIS_DB = 13
 REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
@@ -222,7 +222,8 @@ async def test_key_rotation_in_one_process_is_honoured_by_the_others_within_the_
         assert rotated.returncode == 0, rotated.stderr
         engine = create_engine(cluster.url, pool_size=1)
         try:
-            fresh = await sign(engine, claims_for(user, iss="http://127.0.0.1:8000"))
+            sid = sid_of(before["Authorization"].removeprefix("Bearer "))
+            fresh = await sign(engine, claims_for(user, iss="http://127.0.0.1:8000", sid=sid))
         finally:
             await engine.dispose()
         new_kid = _kid(fresh)

@@ -15,8 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.errors import AnonidError
 from app.lifecycle import anonymous
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, make_settings
 from tests.test_json_merge import RFC_7396_EXAMPLES
+
+# The statements are never sent (see _refused_without_touching_the_database): any URL will do.
+SETTINGS = make_settings("postgresql://unused/none")
 
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
@@ -164,7 +167,8 @@ async def test_patch_with_many_keys_is_refused_before_the_database(
 ) -> None:
     many_keys = {f"key{i}": i for i in range(20_000)}
     refused = await _refused_without_touching_the_database(
-        engine, lambda conn: anonymous.patch_data(conn, uuid.uuid4(), 1, many_keys, 65536)
+        engine,
+        lambda conn: anonymous.patch_data(conn, SETTINGS, uuid.uuid4(), 1, uuid.uuid4(), many_keys),
     )
     assert refused.code == "data_too_large" and "merge patch" in refused.message
 
@@ -181,7 +185,10 @@ async def test_patch_with_many_array_items_is_refused_before_the_database(
     # 40,001 members in 80 kB: within the bytes a patch may have, beyond the members.
     many_items = {"seen": [0] * 40_000}
     refused = await _refused_without_touching_the_database(
-        engine, lambda conn: anonymous.patch_data(conn, uuid.uuid4(), 1, many_items, 65536)
+        engine,
+        lambda conn: anonymous.patch_data(
+            conn, SETTINGS, uuid.uuid4(), 1, uuid.uuid4(), many_items
+        ),
     )
     assert refused.code == "invalid_data" and "keys and array items" in refused.message
 
@@ -204,7 +211,8 @@ async def test_put_beyond_the_bounds_is_refused_before_the_database(
     engine: AsyncEngine, client: httpx.AsyncClient, doc: dict
 ) -> None:
     refused = await _refused_without_touching_the_database(
-        engine, lambda conn: anonymous.replace_data(conn, uuid.uuid4(), 1, doc, 65536)
+        engine,
+        lambda conn: anonymous.replace_data(conn, SETTINGS, uuid.uuid4(), 1, uuid.uuid4(), doc),
     )
     assert refused.code in ("invalid_data", "data_too_large")
     auth = await _guest(client)

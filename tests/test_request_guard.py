@@ -374,18 +374,26 @@ COOKIE_HEADERS = [
 ]
 
 
+@pytest.mark.parametrize("name", ["anonid_session", "anonid_refresh"])
 @pytest.mark.parametrize("raw", COOKIE_HEADERS)
-async def test_the_guard_sees_the_session_cookie_exactly_when_the_endpoints_do(raw: str) -> None:
+async def test_the_guard_sees_the_session_cookie_exactly_when_the_endpoints_do(
+    raw: str, name: str
+) -> None:
+    # Either cookie counts as carrying the session (CONTRACT §4).
+    raw = raw.replace("anonid_session", name)
     guard = RequestGuard(
-        _unreachable, cookie_name="anonid_session", allowed_origins=frozenset(), data_max=1
+        _unreachable,
+        cookie_names=("anonid_session", "anonid_refresh"),
+        allowed_origins=frozenset(),
+        data_max=1,
     )
     for headers in (
         [(b"cookie", raw.encode("latin-1"))],
         [(b"cookie", b"x=1"), (b"cookie", raw.encode("latin-1"))],
-        [(b"cookie", raw.encode("latin-1")), (b"cookie", b"anonid_session=")],
+        [(b"cookie", raw.encode("latin-1")), (b"cookie", f"{name}=".encode())],
     ):
         scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
-        endpoint_sees = bool(Request(scope).cookies.get("anonid_session"))
+        endpoint_sees = bool(Request(scope).cookies.get(name))
         assert guard.carries_session(scope) is endpoint_sees, headers
 
 

@@ -150,12 +150,20 @@ class FreshSessions:
                     " SELECT u, 'fuzz-' || u::text, true FROM unnest($1::uuid[]) AS u",
                     ids,
                 )
+            # One live session per account: its id is the token's sid (the users' ids serve,
+            # being fresh UUIDv7s nobody else uses as a session id).
+            await conn.execute(
+                "INSERT INTO sessions (id, user_id, family_hash, live_hashes)"
+                " SELECT u, u, sha256(u::text::bytea), ARRAY[sha256(('r' || u::text)::bytea)]"
+                " FROM unnest($1::uuid[]) AS u",
+                ids,
+            )
         finally:
             await conn.close()
         private = serialization.load_pem_private_key(key["private_pem"].encode(), password=None)
         return [
             jwt.encode(
-                claims_for(str(i), anon=not registered),
+                claims_for(str(i), anon=not registered, sid=str(i)),
                 private,  # type: ignore[arg-type]
                 algorithm="ES256",
                 headers={"kid": key["kid"], "typ": "JWT"},

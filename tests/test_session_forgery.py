@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.tokens import claims_for, current_key, sign
+from tests.tokens import claims_for, current_key, sid_of, sign
 
 
 def _b64(data: bytes) -> str:
@@ -42,15 +42,19 @@ def _assert_refused(r: httpx.Response) -> None:
 
 async def test_genuine_token_is_accepted(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
     user_id, token = await _guest(client)
+    sid = sid_of(token)
     assert (await _me(client, token)).status_code == 200
     # A token the test signs itself with the real key is accepted too: the helpers are sound.
-    assert (await _me(client, await sign(engine, claims_for(user_id)))).status_code == 200
+    assert (await _me(client, await sign(engine, claims_for(user_id, sid=sid)))).status_code == 200
 
 
 async def test_alg_none_is_refused(client: httpx.AsyncClient) -> None:
     user_id, token = await _guest(client)
+    sid = sid_of(token)
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
-    forged = ".".join([_b64json({**header, "alg": "none"}), _b64json(claims_for(user_id)), ""])
+    forged = ".".join(
+        [_b64json({**header, "alg": "none"}), _b64json(claims_for(user_id, sid=sid)), ""]
+    )
     _assert_refused(await _me(client, forged))
 
 
@@ -65,37 +69,45 @@ async def test_tampered_payload_is_refused(client: httpx.AsyncClient) -> None:
 async def test_foreign_key_with_the_real_kid_is_refused(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    user_id, _ = await _guest(client)
+    user_id, token = await _guest(client)
+    sid = sid_of(token)
     kid, _ = await current_key(engine)
     foreign = ec.generate_private_key(ec.SECP256R1())
-    forged = jwt.encode(claims_for(user_id), foreign, algorithm="ES256", headers={"kid": kid})
+    forged = jwt.encode(
+        claims_for(user_id, sid=sid), foreign, algorithm="ES256", headers={"kid": kid}
+    )
     _assert_refused(await _me(client, forged))
 
 
 async def test_hs256_keyed_with_the_public_key_is_refused(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
-    user_id, _ = await _guest(client)
+    user_id, token = await _guest(client)
+    sid = sid_of(token)
     kid, private = await current_key(engine)
     public_pem = private.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    signing_input = (
-        f"{_b64json({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{_b64json(claims_for(user_id))}"
-    )
+    signing_input = f"{_b64json({'alg': 'HS256', 'typ': 'JWT', 'kid': kid})}.{_b64json(claims_for(user_id, sid=sid))}"
     mac = hmac.HMAC(public_pem, hashes.SHA256())
     mac.update(signing_input.encode())
     _assert_refused(await _me(client, f"{signing_input}.{_b64(mac.finalize())}"))
 
 
 async def test_embedded_jwk_header_is_ignored(client: httpx.AsyncClient) -> None:
-    user_id, _ = await _guest(client)
+    user_id, token = await _guest(client)
+    sid = sid_of(token)
     attacker = ec.generate_private_key(ec.SECP256R1())
     jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(attacker.public_key()))
-    forged = jwt.encode(claims_for(user_id), attacker, algorithm="ES256", headers={"jwk": jwk})
+    forged = jwt.encode(
+        claims_for(user_id, sid=sid), attacker, algorithm="ES256", headers={"jwk": jwk}
+    )
     _assert_refused(await _me(client, forged))
     forged_kid = jwt.encode(
-        claims_for(user_id), attacker, algorithm="ES256", headers={"jwk": jwk, "kid": "attacker"}
+        claims_for(user_id, sid=sid),
+        attacker,
+        algorithm="ES256",
+        headers={"jwk": jwk, "kid": "attacker"},
     )
     _assert_refused(await _me(client, forged_kid))
 
@@ -110,9 +122,12 @@ async def test_hand_signed_token_with_the_real_kid_is_accepted(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     """Control for the hostile-kid cases below: the hand signing itself is sound."""
-    user_id, _ = await _guest(client)
+    user_id, token = await _guest(client)
+    sid = sid_of(token)
     kid, private = await current_key(engine)
-    token = _hand_signed(private, {"alg": "ES256", "typ": "JWT", "kid": kid}, claims_for(user_id))
+    token = _hand_signed(
+        private, {"alg": "ES256", "typ": "JWT", "kid": kid}, claims_for(user_id, sid=sid)
+    )
     assert (await _me(client, token)).status_code == 200
 
 
@@ -123,18 +138,40 @@ async def test_hand_signed_token_with_the_real_kid_is_accepted(
 async def test_hostile_kid_values_are_refused(
     client: httpx.AsyncClient, engine: AsyncEngine, kid: object
 ) -> None:
-    user_id, _ = await _guest(client)
+    user_id, token = await _guest(client)
+    sid = sid_of(token)
     _, private = await current_key(engine)
     # Signed by hand with the real key: PyJWT itself refuses to encode non-string kids.
-    token = _hand_signed(private, {"alg": "ES256", "typ": "JWT", "kid": kid}, claims_for(user_id))
+    token = _hand_signed(
+        private, {"alg": "ES256", "typ": "JWT", "kid": kid}, claims_for(user_id, sid=sid)
+    )
     _assert_refused(await _me(client, token))
 
 
-async def test_expired_token_is_refused(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
-    user_id, _ = await _guest(client)
+async def test_expired_token_is_refused_as_expired(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    user_id, token = await _guest(client)
+    sid = sid_of(token)
     now = int(time.time())
-    expired = await sign(engine, claims_for(user_id, iat=now - 7200, exp=now - 60))
-    _assert_refused(await _me(client, expired))
+    expired = await sign(engine, claims_for(user_id, sid=sid, iat=now - 7200, exp=now - 60))
+    r = await _me(client, expired)
+    # Otherwise valid: the client should refresh (CONTRACT §4), not start over.
+    assert r.status_code == 401 and r.json()["error"] == "session_expired"
+    # Expired and altered is simply invalid: expiry is told apart only for a genuine token.
+    header, payload, signature = expired.split(".")
+    _assert_refused(await _me(client, f"{header}.{payload}.{signature[::-1]}"))
+    foreign = jwt.encode(
+        claims_for(user_id, sid=sid, iat=now - 7200, exp=now - 60),
+        ec.generate_private_key(ec.SECP256R1()),
+        algorithm="ES256",
+        headers={"kid": (await current_key(engine))[0]},
+    )
+    _assert_refused(await _me(client, foreign))
+    wrong_audience = await sign(
+        engine, claims_for(user_id, sid=sid, aud="other", iat=now - 7200, exp=now - 60)
+    )
+    _assert_refused(await _me(client, wrong_audience))
 
 
 @pytest.mark.parametrize(
@@ -144,21 +181,42 @@ async def test_expired_token_is_refused(client: httpx.AsyncClient, engine: Async
 async def test_wrong_audience_issuer_or_claim_types_are_refused(
     client: httpx.AsyncClient, engine: AsyncEngine, override: dict
 ) -> None:
-    user_id, _ = await _guest(client)
-    _assert_refused(await _me(client, await sign(engine, claims_for(user_id, **override))))
+    user_id, token = await _guest(client)
+    sid = sid_of(token)
+    _assert_refused(await _me(client, await sign(engine, claims_for(user_id, sid=sid, **override))))
 
 
-async def test_missing_claims_are_refused(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
-    user_id, _ = await _guest(client)
-    claims = claims_for(user_id)
-    del claims["exp"]
+@pytest.mark.parametrize("missing", ["exp", "sid", "sv", "anon", "jti"])
+async def test_missing_claims_are_refused(
+    client: httpx.AsyncClient, engine: AsyncEngine, missing: str
+) -> None:
+    user_id, token = await _guest(client)
+    sid = sid_of(token)
+    claims = claims_for(user_id, sid=sid)
+    del claims[missing]
     _assert_refused(await _me(client, await sign(engine, claims)))
+
+
+async def test_a_token_naming_another_session_or_an_ended_one_is_refused(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    user_id, token = await _guest(client)
+    _assert_refused(await _me(client, await sign(engine, claims_for(user_id))))  # unknown sid
+    _, other = await _guest(client)
+    # A live session, but of another user.
+    _assert_refused(await _me(client, await sign(engine, claims_for(user_id, sid=sid_of(other)))))
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE sessions SET ended_at = now() WHERE id = :sid"), {"sid": sid_of(token)}
+        )
+    _assert_refused(await _me(client, token))
 
 
 async def test_bumped_session_version_revokes_older_tokens(
     client: httpx.AsyncClient, engine: AsyncEngine
 ) -> None:
     user_id, token = await _guest(client)
+    sid = sid_of(token)
     assert (await _me(client, token)).status_code == 200
     async with engine.begin() as conn:
         await conn.execute(
@@ -166,7 +224,7 @@ async def test_bumped_session_version_revokes_older_tokens(
             {"id": user_id},
         )
     _assert_refused(await _me(client, token))
-    fresh = await sign(engine, claims_for(user_id, sv=2))
+    fresh = await sign(engine, claims_for(user_id, sid=sid, sv=2))
     assert (await _me(client, fresh)).status_code == 200
 
 

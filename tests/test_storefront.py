@@ -1,4 +1,5 @@
-"""The demo storefront verifies anonid's session cookie offline, against anonid's own JWKS."""
+"""The demo storefront verifies anonid's access cookie offline, against anonid's own JWKS, and
+renews an expired one server-side with ``POST /v1/session/refresh`` (against a real anonid)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.ext.asyncio import AsyncEngine
 from storefront.app import Config, create_app
 
-from app.sessions import new_key_material
-from tests.processes import free_port
+from app.sessions.keys import new_key_material
+from tests.processes import Served, clean_env, free_port
 from tests.storefront_support import JwksServer
 from tests.tokens import claims_for, current_key, sign
 
@@ -170,3 +171,80 @@ async def test_storefront_treats_an_unreachable_jwks_as_signed_out(
         page = await shop.get("/", headers={"Cookie": f"anonid_session={token}"})
         assert page.status_code == 200
         assert 'data-session="none"' in page.text
+
+
+@pytest.fixture(scope="module")
+def anonid(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``anonid serve`` on the test database, for the storefront to renew sessions with."""
+    port = free_port(18300, 18350)
+    served = Served(
+        tmp_path_factory.mktemp("storefront-anonid"),
+        clean_env(
+            ANONID_DATABASE_URL=database_url,
+            ANONID_PUBLIC_URL=f"http://127.0.0.1:{port}",
+            ANONID_COOKIE_SECURE="false",
+            ANONID_RUN_WORKER="false",
+        ),
+        port,
+    )
+    try:
+        served.wait_ready()
+        yield served.base
+    finally:
+        served.stop()
+
+
+async def test_storefront_renews_an_expired_access_cookie_and_passes_the_cookies_on(
+    anonid: str, engine: AsyncEngine
+) -> None:
+    shop_app = create_app(Config(anonid_url=anonid, leeway_seconds=0))
+    async with (
+        httpx.AsyncClient(base_url=anonid) as browser,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=shop_app), base_url="http://shop.test"
+        ) as shop,
+    ):
+        created = await browser.post("/v1/anonymous")
+        user_id = created.json()["user"]["id"]
+        access, refresh = browser.cookies["anonid_session"], browser.cookies["anonid_refresh"]
+        claims = jwt.decode(access, options={"verify_signature": False})
+        now = int(time.time())
+        expired = await sign(engine, {**claims, "iat": now - 1000, "exp": now - 100})
+        cookie = f"anonid_session={expired}; anonid_refresh={refresh}"
+
+        r = await shop.get("/api/session", headers={"Cookie": cookie})
+        assert r.json()["visitor"] == {"user_id": user_id, "anonymous": True}
+        passed_on = {c.split("=", 1)[0]: c for c in r.headers.get_list("set-cookie")}
+        assert set(passed_on) == {"anonid_session", "anonid_refresh"}
+        assert "HttpOnly" in passed_on["anonid_refresh"]
+        new_access = passed_on["anonid_session"].split(";", 1)[0].split("=", 1)[1]
+        assert await _visitor(shop, new_access) == {"user_id": user_id, "anonymous": True}
+        # The old refresh token was rotated: a page rendered with it (within the reuse interval)
+        # still renews, in the same session.
+        page = await shop.get("/", headers={"Cookie": cookie})
+        assert 'data-session="guest"' in page.text
+
+        # A session anonid has ended: the storefront passes on anonid's clearing cookies.
+        assert (await browser.post("/v1/logout")).status_code == 204
+        r = await shop.get("/api/session", headers={"Cookie": cookie})
+        assert r.json()["visitor"] is None
+        cleared = r.headers.get_list("set-cookie")
+        assert len(cleared) == 2 and all("Max-Age=0" in c for c in cleared)
+
+
+async def test_storefront_does_not_renew_a_bad_token(anonid: str, engine: AsyncEngine) -> None:
+    shop_app = create_app(Config(anonid_url=anonid, leeway_seconds=0))
+    async with (
+        httpx.AsyncClient(base_url=anonid) as browser,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=shop_app), base_url="http://shop.test"
+        ) as shop,
+    ):
+        await browser.post("/v1/anonymous")
+        refresh = browser.cookies["anonid_refresh"]
+        r = await shop.get(
+            "/api/session", headers={"Cookie": f"anonid_session=a.b.c; anonid_refresh={refresh}"}
+        )
+        assert r.json()["visitor"] is None and "set-cookie" not in r.headers
+        # The refresh token was not spent by the storefront.
+        assert (await browser.post("/v1/session/refresh")).status_code == 200

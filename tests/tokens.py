@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
+import uuid
 from typing import Any
 
 import jwt
@@ -26,6 +28,7 @@ async def current_key(engine: AsyncEngine) -> tuple[str, Any]:
 
 
 def claims_for(user_id: str, **overrides: Any) -> dict[str, Any]:
+    """Claims of an access token; ``sid`` names no session unless given (``live_session``)."""
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": "https://anonid.test",
@@ -36,6 +39,7 @@ def claims_for(user_id: str, **overrides: Any) -> dict[str, Any]:
         "jti": secrets.token_urlsafe(8),
         "anon": True,
         "sv": 1,
+        "sid": str(uuid.uuid4()),
     }
     claims.update(overrides)
     return claims
@@ -44,3 +48,30 @@ def claims_for(user_id: str, **overrides: Any) -> dict[str, Any]:
 async def sign(engine: AsyncEngine, claims: dict[str, Any], **headers: Any) -> str:
     kid, key = await current_key(engine)
     return jwt.encode(claims, key, algorithm="ES256", headers={"kid": kid, **headers})
+
+
+def sid_of(token: str) -> str:
+    """The ``sid`` claim of an access token (read, not verified)."""
+    return str(jwt.decode(token, options={"verify_signature": False})["sid"])
+
+
+async def live_session(engine: AsyncEngine, user_id: str) -> str:
+    """A session row for ``user_id`` written by the test itself (no refresh token anyone holds):
+    its id, for a ``sid`` claim."""
+    from app.platform.ids import new_id
+
+    sid = new_id()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO sessions (id, user_id, family_hash, live_hashes) "
+                "VALUES (:sid, :user, :family, ARRAY[CAST(:hash AS bytea)])"
+            ),
+            {
+                "sid": sid,
+                "user": user_id,
+                "family": hashlib.sha256(secrets.token_bytes(16)).digest(),
+                "hash": hashlib.sha256(secrets.token_bytes(32)).digest(),
+            },
+        )
+    return str(sid)

@@ -3,8 +3,9 @@
 The list is ``app.lifecycle.listing.list_users``, the query of ``GET /v1/admin/users`` (each
 filter served by an index, CONTRACT §12); one account is its row and its latest events through
 ``ix_events_user_id``. Deleting is ``erase_user`` (as ``DELETE /v1/admin/users/{id}``); ending
-sessions is ``logout_everywhere`` (as ``POST /v1/logout-all``): the session version moves on,
-so every token the account holds is refused.
+sessions is ``logout_everywhere`` (as ``POST /v1/logout-all``): the session version moves on and
+every session row ends, so no token the account holds works any more. The page lists the live
+sessions (as ``GET /v1/me/sessions`` does) and the provider identities.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from starlette.responses import Response
 from app.admin.render import csrf_for, page, redirect, refused, signed_in, to_sign_in
 from app.api.deps import services
 from app.api.pages import read_form
+from app.credentials.identities import identities_of
 from app.errors import AnonidError
 from app.lifecycle import listing
 from app.lifecycle.credentials import logout_everywhere
 from app.lifecycle.cull import MAX_OLDER_THAN_DAYS
 from app.lifecycle.privacy import erase_user
 from app.lifecycle.users import get_user, state_of, user_view
+from app.sessions.store import list_sessions
 
 router = APIRouter()
 
@@ -118,9 +121,12 @@ async def _user_page(
     if session is None:
         return to_sign_in()
     account_id = _account_id(user_id)
+    settings = services(request).settings
     async with services(request).engine.begin() as conn:
         row = await get_user(conn, account_id) if account_id else None
         events = await listing.user_events(conn, row.id, EVENTS_SHOWN) if row else []
+        sessions = await list_sessions(conn, settings, row.id, NO_SESSION) if row else []
+        identities = await identities_of(conn, row.id) if row else []
     if row is None:
         return page(
             request,
@@ -143,6 +149,8 @@ async def _user_page(
         converted_at=row.converted_at,
         pending_until=row.pending_until if state_of(row) == "pending" else None,
         session_version=row.session_version,
+        sessions=sessions,
+        identities=identities,
         data=json.dumps(row.data, indent=2, ensure_ascii=False, sort_keys=True),
         events=[
             {
@@ -159,6 +167,10 @@ async def _user_page(
 @router.get("/admin/users/{user_id}")
 async def user(request: Request, user_id: str) -> Response:
     return await _user_page(request, user_id)
+
+
+# No session of the console's is ever one of the account's: none is marked current.
+NO_SESSION = UUID(int=0)
 
 
 @router.post("/admin/users/{user_id}/end-sessions")

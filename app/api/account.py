@@ -23,6 +23,7 @@ from app.api.deps import (
     lenient_session,
     require_session,
     services,
+    user_agent,
 )
 from app.api.errors import responses
 from app.api.responses import empty_response, json_response, private_response, session_response
@@ -172,8 +173,8 @@ async def password_setup(
     request: Request, body: TokenPasswordIn = Depends(json_body(TokenPasswordIn))
 ) -> Response:
     svc = services(request)
-    row = await redeem_with_password(svc, "setup", body.token, body.password)
-    return session_response(request, svc, row)
+    pair = await redeem_with_password(svc, "setup", body.token, body.password, user_agent(request))
+    return session_response(request, svc, pair)
 
 
 @router.post(
@@ -203,9 +204,11 @@ async def login(
 ) -> Response:
     svc = services(request)
     await limit_credentials(request, svc, body.email)
-    row, merged_from = await login_and_merge(svc, session, body.email, body.password)
+    pair, merged_from = await login_and_merge(
+        svc, session, body.email, body.password, user_agent(request)
+    )
     extra: dict[str, Any] = {"merged_from": merged_from} if merged_from else {}
-    return session_response(request, svc, row, 200, **extra)
+    return session_response(request, svc, pair, 200, **extra)
 
 
 @router.post(
@@ -234,15 +237,15 @@ async def change_password(
     body: PasswordChangeIn = Depends(json_body(PasswordChangeIn)),
 ) -> Response:
     svc = services(request)
-    row = await credential_flows.change_password(
+    pair = await credential_flows.change_password(
         request, svc, session, body.current_password, body.new_password
     )
-    return session_response(request, svc, row)
+    return session_response(request, svc, pair)
 
 
 @router.post(
     "/logout-all",
-    summary="End every session of this registered account and clear the cookie",
+    summary="End every session of this registered account and clear both cookies",
     status_code=204,
     responses=responses("invalid_session", "forbidden", "csrf_rejected"),
 )
@@ -305,5 +308,5 @@ async def password_reset_confirm(
     request: Request, body: TokenPasswordIn = Depends(json_body(TokenPasswordIn))
 ) -> Response:
     svc = services(request)
-    row = await redeem_with_password(svc, "reset", body.token, body.password)
-    return session_response(request, svc, row)
+    pair = await redeem_with_password(svc, "reset", body.token, body.password, user_agent(request))
+    return session_response(request, svc, pair)

@@ -10,16 +10,14 @@ transaction whose guarded statements refuse the write if the account or link mov
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.engine import Row
 from starlette.requests import Request
 
-from app.api.deps import Session
+from app.api.deps import Session, user_agent
 from app.lifecycle import conversion, credentials
 from app.lifecycle.passwords import check_policy, hash_password
 from app.lifecycle.tokens import Purpose, peek_link_token
 from app.services import Services
+from app.sessions.store import Pair, start
 
 
 async def limit_credentials(request: Request, svc: Services, email: str | None) -> None:
@@ -30,31 +28,41 @@ async def limit_credentials(request: Request, svc: Services, email: str | None) 
 
 
 async def login_and_merge(
-    svc: Services, session: Session | None, email: str, password: str
-) -> tuple[Row[Any], str | None]:
-    """Check the password, then fold in the guest of ``session``, if any: the account and
-    ``merged_from`` (the guest's id) when a guest was merged."""
+    svc: Services, session: Session | None, email: str, password: str, user_agent: str | None
+) -> tuple[Pair, str | None]:
+    """Check the password, fold in the guest of ``session``, if any, and start a session of the
+    account: the pair and ``merged_from`` (the guest's id) when a guest was merged. A registered
+    session the request came with ends (the browser now holds the new one); a guest's goes with
+    the guest when merged, and is left alone with it when not."""
     async with svc.single_statement() as conn:
         account = await credentials.find_account(conn, email)
     rehash = await credentials.check_login(account, password)
     assert account is not None  # check_login refuses a missing account
     async with svc.engine.begin() as conn:
         row = await credentials.confirm_login(conn, account, rehash)
-        if session is None or not session.claims.anon or not svc.settings.merge_on_login:
-            return row, None
-        merged = await conversion.merge_guest(
-            conn, svc.settings, session.claims.sub, session.claims.sv, row.id
+        merged = None
+        if session is not None and session.claims.anon and svc.settings.merge_on_login:
+            merged = await conversion.merge_guest(
+                conn, svc.settings, session.claims.sub, session.claims.sv, row.id
+            )
+        pair = await start(
+            conn,
+            svc,
+            merged if merged is not None else row,
+            user_agent=user_agent,
+            replaces=None
+            if session is None or session.claims.anon
+            else (session.claims.sub, session.claims.sid),
         )
-    if merged is None:
-        return row, None
-    return merged, str(session.claims.sub)
+    return pair, None if merged is None or session is None else str(session.claims.sub)
 
 
 async def change_password(
     request: Request, svc: Services, session: Session, current_password: str, new_password: str
-) -> Row[Any]:
+) -> Pair:
     """Replace the password of the session's account after checking the current one, rate
-    limited like login (per client IP and per the account's address)."""
+    limited like login (per client IP and per the account's address); every other session
+    ends and the caller gets a new one."""
     async with svc.single_statement() as conn:
         account = await credentials.registered_account(conn, session.claims.sub, session.claims.sv)
     await limit_credentials(request, svc, account.email)
@@ -62,18 +70,22 @@ async def change_password(
         svc.settings, account, current_password, new_password
     )
     async with svc.engine.begin() as conn:
-        return await credentials.change_password(conn, svc.settings, account, new_hash)
+        row = await credentials.change_password(conn, svc.settings, account, new_hash)
+        return await start(conn, svc, row, user_agent=user_agent(request), end_others=True)
 
 
 async def redeem_with_password(
-    svc: Services, purpose: Purpose, token: str, password: str
-) -> Row[Any]:
-    """Finish a setup or reset link with a new password. A dead link is refused before any
-    hashing, so an unauthenticated caller cannot make the server hash for nothing."""
+    svc: Services, purpose: Purpose, token: str, password: str, user_agent: str | None
+) -> Pair:
+    """Finish a setup or reset link with a new password; every other session of the account
+    ends and the caller gets a new one. A dead link is refused before any hashing, so an
+    unauthenticated caller cannot make the server hash for nothing."""
     async with svc.single_statement() as conn:
         await peek_link_token(conn, token, purpose)
     password_hash = await hash_password(check_policy(password, svc.settings.password_min_length))
     async with svc.engine.begin() as conn:
         if purpose == "setup":
-            return await conversion.redeem_setup_link(conn, svc.settings, token, password_hash)
-        return await credentials.confirm_password_reset(conn, svc.settings, token, password_hash)
+            row = await conversion.redeem_setup_link(conn, svc.settings, token, password_hash)
+        else:
+            row = await credentials.confirm_password_reset(conn, svc.settings, token, password_hash)
+        return await start(conn, svc, row, user_agent=user_agent, end_others=True)

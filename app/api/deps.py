@@ -12,10 +12,13 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
-from app.lifecycle.anonymous import touch
+from app.lifecycle.users import get_session_user, legacy_user
 from app.platform.request_auth import bearer_token
 from app.services import Services
-from app.sessions import Claims, IssuedToken, needs_renewal
+from app.sessions.access import Claims, LegacySession
+from app.sessions.refresh import redeem
+from app.sessions.store import Pair, start
+from app.sessions.useragent import summarise
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -41,14 +44,23 @@ Transaction = Depends(_transaction, scope="function")
 SingleStatement = Depends(_autocommit, scope="function")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Session:
+    """The caller's session: the access token's claims, whether it came as a cookie, the pair a
+    renewal issued (an expired access cookie renewed from the refresh cookie), and the user row
+    when a statement already read it."""
+
     claims: Claims
     via_cookie: bool
+    renewed: Pair | None = None
+    user: Any = None
+
+
+RENEWED = "anonid_renewed"  # scope["state"] key: Set-Cookie values of a transparent renewal
 
 
 def wants_bearer(x_anonid_token: str | None) -> bool:
-    """``X-Anonid-Token: bearer``: the session token goes in the body instead of a cookie."""
+    """``X-Anonid-Token: bearer``: the tokens go in the body instead of cookies."""
     return (x_anonid_token or "").strip().lower() == "bearer"
 
 
@@ -56,43 +68,87 @@ def bearer_wanted(request: Request) -> bool:
     return wants_bearer(request.headers.get("x-anonid-token"))
 
 
-def session_token(authorization: str | None, cookie: str | None) -> tuple[str | None, bool]:
-    """The session token and whether it came in the cookie: ``Authorization: Bearer`` wins (a
-    malformed one is ``invalid_session``), else the session cookie."""
+def user_agent(request: Request) -> str | None:
+    """The short summary of the caller's ``User-Agent`` stored with a new session."""
+    return summarise(request.headers.get("user-agent"))
+
+
+async def authenticate(
+    svc: Services, authorization: str | None, cookies: dict[str, str]
+) -> Session | None:
+    """The caller's session from ``Authorization: Bearer`` (which wins; a malformed one is
+    ``invalid_session``) or the cookies, ``None`` without one. Checks the token only (no database
+    work while it is fresh); an expired access cookie (or none) with a refresh cookie is renewed
+    here, transparently (CONTRACT §4), which costs one statement. ``session_expired`` for an
+    expired token that cannot be renewed, ``invalid_session`` for anything else."""
     if authorization is not None:
         token = bearer_token(authorization)
         if token is None:
             raise AnonidError("invalid_session")
-        return token, False
-    return (cookie or None), True
+        return Session(await svc.access.verify(token), False)
+    access = cookies.get(svc.cookies.name) or None
+    refresh = cookies.get(svc.cookies.refresh_name) or None
+    if access is not None:
+        try:
+            return Session(await svc.access.verify(access), True)
+        except LegacySession as legacy:
+            if refresh is None:
+                pair = await _exchange_legacy(svc, legacy)
+                return Session(pair.access.claims, True, renewed=pair, user=pair.user)
+        except AnonidError as exc:
+            if exc.code != "session_expired" or refresh is None:
+                raise
+    elif refresh is None:
+        return None
+    pair = await redeem(svc.pool, svc, refresh)
+    return Session(pair.access.claims, True, renewed=pair, user=pair.user)
 
 
-async def verified_session(
-    svc: Services, token: str, via_cookie: bool
-) -> tuple[Claims, IssuedToken | None]:
-    """The token's claims, after sliding renewal: an anonymous session older than a day touches
-    its account and, when it came as a cookie, gets a fresh token to send back."""
-    claims = await svc.keys.verify(token)
-    renewed = None
-    if needs_renewal(claims):
-        await touch(svc.pool, claims.sub, claims.sv)
-        if via_cookie:
-            renewed = svc.keys.issue(claims.sub, claims.anon, claims.sv)
-    return claims, renewed
+async def _exchange_legacy(svc: Services, legacy: LegacySession) -> Pair:
+    """A browser's version-1 cookie (still valid, its user and session version current) becomes
+    a session of its own, once: the answer sets both cookies, so the old token is not seen
+    again. Upgrading anonid keeps every guest."""
+    row = await legacy_user(svc.pool, legacy.sub, legacy.sv)
+    if row is None:
+        raise AnonidError("invalid_session")
+    return await start(svc.pool, svc, row, user_agent=None)
+
+
+def renewal_cookies(svc: Services, pair: Pair) -> list[str]:
+    return svc.cookies.set(pair.access.token, pair.refresh_token, pair.max_age)
+
+
+async def _authenticate(request: Request, svc: Services) -> Session | None:
+    session = await authenticate(svc, request.headers.get("authorization"), request.cookies)
+    if session is not None and session.renewed is not None:
+        # Sent with whatever the route answers (app.api.hot.HotPaths adds them).
+        request.scope.setdefault("state", {})[RENEWED] = renewal_cookies(svc, session.renewed)
+    return session
+
+
+async def token_session(request: Request) -> Session:
+    """The caller's session from its token alone (renewed if need be), for routes whose own
+    statement checks the user, session version and liveness, as the hot paths do."""
+    session = await _authenticate(request, services(request))
+    if session is None:
+        raise AnonidError("invalid_session")
+    return session
 
 
 async def optional_session(request: Request) -> Session | None:
-    """The caller's verified session, ``None`` without one; a bad token is ``invalid_session``."""
+    """The caller's verified, live session (``None`` without one): the token, then the user, its
+    session version and the session in the database. A renewal's cookies go on the response,
+    whatever it is."""
     svc = services(request)
-    token, via_cookie = session_token(
-        request.headers.get("authorization"), request.cookies.get(svc.cookies.name)
-    )
-    if token is None:
+    session = await _authenticate(request, svc)
+    if session is None:
         return None
-    claims, fresh = await verified_session(svc, token, via_cookie)
-    if fresh is not None:
-        request.state.renewed = fresh
-    return Session(claims, via_cookie)
+    if session.renewed is None:
+        claims = session.claims
+        session.user = await get_session_user(
+            svc.pool, svc.settings, claims.sub, claims.sv, claims.sid
+        )
+    return session
 
 
 async def lenient_session(request: Request) -> Session | None:
@@ -108,10 +164,6 @@ async def require_session(request: Request) -> Session:
     if session is None:
         raise AnonidError("invalid_session")
     return session
-
-
-def renewed(request: Request) -> IssuedToken | None:
-    return getattr(request.state, "renewed", None)
 
 
 def json_body(model: type[M], code: str = "invalid_request") -> Callable[[Request], Awaitable[M]]:

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app.errors import ERRORS, AnonidError
+from app.sessions.cookies import CookieJar
 
 log = logging.getLogger("anonid.api")
 
@@ -34,7 +35,7 @@ def error_response(
     code: str,
     message: str | None = None,
     headers: dict[str, str] | None = None,
-    clear_cookie: str | None = None,
+    clear_cookies: list[str] | None = None,
 ) -> Response:
     response = Response(
         error_bytes(code, message),
@@ -42,13 +43,17 @@ def error_response(
         media_type="application/json",
         headers={"Cache-Control": "no-store", **(headers or {})},
     )
-    if clear_cookie:
-        response.headers.append("set-cookie", clear_cookie)
+    for cookie in clear_cookies or ():
+        response.headers.append("set-cookie", cookie)
     return response
 
 
-def responses(*codes: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the given error codes, grouped by status."""
+def responses(*codes: str, expiring: bool = True) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error codes, grouped by status. Where an access token
+    is accepted (``invalid_session`` listed), an expired one answers ``session_expired`` too,
+    unless ``expiring`` is false (the refresh, which takes no access token)."""
+    if expiring and "invalid_session" in codes and "session_expired" not in codes:
+        codes = (*codes, "session_expired")
     by_status: dict[int, list[str]] = {}
     for code in codes:
         by_status.setdefault(ERRORS[code][0], []).append(code)
@@ -113,11 +118,13 @@ def _is_data_exception(exc: BaseException) -> bool:
     return any(_sqlstate(e).startswith("22") for e in (exc, getattr(exc, "orig", None)))
 
 
-def response_for(exc: Exception, clear_cookie: str | None = None) -> Response:
-    """The one mapping from an exception to its response; ``clear_cookie`` is the Set-Cookie value
-    that clears the session, given when the request carried a session cookie."""
+def response_for(exc: Exception, clear_cookies: list[str] | None = None) -> Response:
+    """The one mapping from an exception to its response; ``clear_cookies`` are the Set-Cookie
+    values that clear both session cookies, given when the request carried either of them: an
+    ``invalid_session`` clears them (CONTRACT §4), a ``session_expired`` does not (the browser
+    still needs its refresh cookie)."""
     if isinstance(exc, AnonidError):
-        clear = clear_cookie if exc.code == "invalid_session" else None
+        clear = clear_cookies if exc.code == "invalid_session" else None
         return error_response(exc.code, exc.message, exc.headers, clear)
     if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
@@ -136,21 +143,25 @@ def response_for(exc: Exception, clear_cookie: str | None = None) -> Response:
     return error_response("internal_error")
 
 
-def install(app: FastAPI, cookie_name: str, clear_cookie: str) -> None:
+def install(app: FastAPI, cookies: CookieJar) -> None:
     async def handle(request: Request, exc: Exception) -> Response:
-        return response_for(exc, clear_cookie if cookie_name in request.cookies else None)
+        return response_for(exc, cookies.clear if cookies.carried(request.cookies) else None)
 
     # Each class needs its own entry: Starlette's catch-all Exception handler answers but then
     # re-raises, and the server drops the connection under the client. asyncpg errors can escape
-    # SQLAlchemy's wrapping (from connect() while PostgreSQL shuts down) or come from the hot pool.
+    # SQLAlchemy's wrapping (from connect() while PostgreSQL shuts down) or come from the hot pool,
+    # which the session dependencies use too; so can the DBAPI errors SQLAlchemy's asyncpg adapter
+    # raises when the hot pool opens a connection through the engine (not SQLAlchemyErrors).
     for exc_class in (
         AnonidError,
         RequestValidationError,
         StarletteHTTPException,
         sqlalchemy.exc.SQLAlchemyError,
+        sqlalchemy.exc.EmulatedDBAPIException,
         OSError,
         asyncpg.PostgresError,
         asyncpg.InterfaceError,
+        asyncpg.exceptions.InternalClientError,
         Exception,
     ):
         app.add_exception_handler(exc_class, handle)

@@ -9,15 +9,21 @@ paths (``bench/NOTES.md``). Their FastAPI declarations in ``public.py`` document
 reached (a mount with another prefix), delegate here, so there is one implementation.
 
 Guarantees, the same as the rest of the API: each statement is its own transaction, committed
-before the response is sent; a session is verified (signature, expiry, then user and session
-version in the database) on every request; sliding renewal as in ``deps.optional_session``;
+before the response is sent; a session is verified on every request (signature and expiry of
+the access token, then, in the same statement as the request's own work, the user, its session
+version and the session's liveness: one round trip while the access token is fresh); an expired
+access cookie is renewed from the refresh cookie (``deps.authenticate``: one more statement);
 errors are mapped by ``errors.response_for``; personal responses are ``no-store``.
+
+``HotPaths`` also adds the cookies of a transparent renewal made by a FastAPI route's session
+dependency to whatever that route answers (``_with_renewal``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -25,9 +31,16 @@ import orjson
 from fastapi.routing import iter_route_contexts
 from starlette.responses import Response
 from starlette.routing import BaseRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.deps import parse_json, session_token, verified_session, wants_bearer
+from app.api.deps import (
+    RENEWED,
+    Session,
+    authenticate,
+    parse_json,
+    renewal_cookies,
+    wants_bearer,
+)
 from app.api.errors import response_for
 from app.api.responses import session_body
 from app.errors import AnonidError
@@ -35,7 +48,8 @@ from app.lifecycle import anonymous
 from app.lifecycle.users import get_session_user, user_view
 from app.platform.request_auth import request_cookies
 from app.services import Services
-from app.sessions import Claims, IssuedToken
+from app.sessions.store import Pair, start
+from app.sessions.useragent import summarise
 
 JSON_NO_STORE = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
 
@@ -68,33 +82,25 @@ class HotRequest:
         client = self.scope.get("client")
         return client[0] if client else None
 
+    def user_agent(self) -> str | None:
+        return summarise(self.header(b"user-agent"))
+
     def forwarded_for(self) -> list[str]:
         return [v.decode("latin-1") for k, v in self.scope["headers"] if k == b"x-forwarded-for"]
-
-
-@dataclass(slots=True)
-class Session:
-    claims: Claims
-    renewed: IssuedToken | None
 
 
 @dataclass(slots=True)
 class Reply:
     status: int
     content: Any
-    cookie: str | None = None
+    cookies: list[str] = field(default_factory=list)
 
 
 async def optional_session(req: HotRequest) -> Session | None:
-    """The verified session, ``None`` without one; a bad token is ``invalid_session``."""
-    svc = req.svc
-    token, via_cookie = session_token(
-        req.header(b"authorization"), req.cookies.get(svc.cookies.name)
-    )
-    if token is None:
-        return None
-    claims, renewed = await verified_session(svc, token, via_cookie)
-    return Session(claims, renewed)
+    """The caller's session from the token alone (``deps.authenticate``): the statement that
+    follows checks the user, its session version and the session's liveness in the same round
+    trip. ``None`` without one; a bad token is ``invalid_session``."""
+    return await authenticate(req.svc, req.header(b"authorization"), req.cookies)
 
 
 async def require_session(req: HotRequest) -> Session:
@@ -104,16 +110,16 @@ async def require_session(req: HotRequest) -> Session:
     return session
 
 
-def _session_reply(req: HotRequest, row: Any, status: int) -> Reply:
-    """Start or renew a session: a cookie for browsers, the token in the body only on request."""
-    body, cookie = session_body(req.svc, row, wants_bearer(req.header(b"x-anonid-token")))
-    return Reply(status, body, cookie)
+def _session_reply(req: HotRequest, pair: Pair, status: int) -> Reply:
+    """A new or rotated session: cookies for browsers, the tokens in the body only on request."""
+    body, cookies = session_body(req.svc, pair, wants_bearer(req.header(b"x-anonid-token")))
+    return Reply(status, body, cookies)
 
 
 def _private(req: HotRequest, session: Session, content: Any) -> Reply:
-    """User data; carries the renewed session cookie when sliding renewal issued one."""
-    fresh = session.renewed
-    return Reply(200, content, None if fresh is None else req.svc.cookies.set(fresh))
+    """User data; carries the renewed cookies when an expired access cookie was renewed."""
+    pair = session.renewed
+    return Reply(200, content, [] if pair is None else renewal_cookies(req.svc, pair))
 
 
 async def _json_body(receive: Receive) -> Any:
@@ -128,50 +134,71 @@ async def _json_body(receive: Receive) -> Any:
     return parse_json(b"".join(chunks))
 
 
+async def _session_user(req: HotRequest, session: Session) -> Any:
+    """The user of a live session: read by the renewal already, else one statement."""
+    if session.user is not None:
+        return session.user
+    claims = session.claims
+    svc = req.svc
+    return await get_session_user(svc.pool, svc.settings, claims.sub, claims.sv, claims.sid)
+
+
+async def _same_user(req: HotRequest, session: Session) -> Reply:
+    """``POST /v1/anonymous`` with a live session: the same user, no new account. A browser keeps
+    its session (renewed if its access cookie had expired); a bearer client, which cannot be
+    handed back a refresh token anonid does not keep, gets a new session of the same user."""
+    if session.renewed is not None:
+        return _session_reply(req, session.renewed, 200)
+    row = await _session_user(req, session)
+    if session.via_cookie:
+        remaining = max(0, session.claims.exp - int(time.time()))
+        return Reply(200, {"user": user_view(row), "expires_in": remaining})
+    pair = await start(req.svc.pool, req.svc, row, user_agent=req.user_agent())
+    return _session_reply(req, pair, 200)
+
+
 async def create_anonymous(req: HotRequest, receive: Receive) -> Reply:
-    """``POST /v1/anonymous``: the current session's user (200), else a new guest (201)."""
+    """``POST /v1/anonymous``: the current session's user (200), else a new guest and its first
+    session (201), in one statement."""
     svc = req.svc
     try:
         session = await optional_session(req)
+        if session is not None:
+            return await _same_user(req, session)
     except AnonidError:
-        session = None  # a bad token: the visitor gets a fresh account
-    if session is not None:
-        try:
-            row = await get_session_user(svc.pool, session.claims.sub, session.claims.sv)
-        except AnonidError:
-            pass  # a stale session: give the visitor a fresh account instead
-        else:
-            return _session_reply(req, row, 200)
+        pass  # a bad or stale session: the visitor gets a fresh account
     limiter = svc.extras.get("limiter")
     if limiter is not None:
         await limiter.hit_anonymous(req.peer(), req.forwarded_for())
-    row = await anonymous.create_anonymous(svc.pool, svc.settings.webhook_url_list)
-    return _session_reply(req, row, 201)
+    guest = anonymous.new_guest(svc.settings.webhook_url_list)
+    pair = await start(svc.pool, svc, guest, user_agent=req.user_agent())
+    return _session_reply(req, pair, 201)
 
 
 async def me(req: HotRequest, receive: Receive) -> Reply:
-    """``GET /v1/me``."""
+    """``GET /v1/me``: one statement while the access token is fresh."""
     session = await require_session(req)
-    row = await get_session_user(req.svc.pool, session.claims.sub, session.claims.sv)
-    return _private(req, session, user_view(row))
+    return _private(req, session, user_view(await _session_user(req, session)))
 
 
-async def limit_data_writes(svc: Services, user_id: UUID) -> None:
+async def limit_data_writes(svc: Services, session_id: UUID) -> None:
     """Count one profile data write (``PATCH`` or ``PUT``) against the session's limit: in memory
     or one Redis call, never a database round trip. Raises ``rate_limited``."""
     limiter = svc.extras.get("limiter")
     if limiter is not None:
-        await limiter.hit_data(user_id)
+        await limiter.hit_data(session_id)
 
 
 async def patch_data(req: HotRequest, receive: Receive) -> Reply:
-    """``PATCH /v1/me/data``: an RFC 7396 merge patch applied atomically in the database."""
+    """``PATCH /v1/me/data``: an RFC 7396 merge patch applied atomically in the database, in the
+    statement that checks the session."""
     session = await require_session(req)
     svc = req.svc
-    await limit_data_writes(svc, session.claims.sub)
+    claims = session.claims
+    await limit_data_writes(svc, claims.sid)
     patch = await _json_body(receive)
     data = await anonymous.patch_data(
-        svc.pool, session.claims.sub, session.claims.sv, patch, svc.settings.data_max_bytes
+        svc.pool, svc.settings, claims.sub, claims.sv, claims.sid, patch
     )
     return _private(req, session, {"data": data})
 
@@ -192,14 +219,14 @@ async def run(handler: Handler, scope: Scope, receive: Receive, send: Send) -> N
     try:
         reply = await handler(req, receive)
     except Exception as exc:
-        sent_cookie = svc.cookies.name in req.cookies
-        error = response_for(exc, svc.cookies.clear if sent_cookie else None)
+        carried = svc.cookies.carried(req.cookies)
+        error = response_for(exc, svc.cookies.clear if carried else None)
         await error(scope, receive, send)
         return
     body = orjson.dumps(reply.content)
     headers = [*JSON_NO_STORE, (b"content-length", str(len(body)).encode())]
-    if reply.cookie is not None:
-        headers.append((b"set-cookie", reply.cookie.encode("latin-1")))
+    for cookie in reply.cookies:
+        headers.append((b"set-cookie", cookie.encode("latin-1")))
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -245,4 +272,33 @@ class HotPaths:
                     scope["route"] = route
                 await run(handler, scope, receive, send)
                 return
+            await self.app(scope, receive, _with_renewal(scope, send))
+            return
         await self.app(scope, receive, send)
+
+
+def _with_renewal(scope: Scope, send: Send) -> Send:
+    """``send`` adding the cookies of a transparent renewal (``deps.RENEWED``) to the response,
+    whatever it is (an error too: the old refresh token is spent), unless the response sets or
+    clears those cookies itself (a new session, a logout, an ``invalid_session``)."""
+
+    async def send_renewed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            renewed = scope.get("state", {}).get(RENEWED)
+            if renewed:
+                message["headers"] = _add_cookies(list(message.get("headers", ())), renewed)
+        await send(message)
+
+    return send_renewed
+
+
+def _add_cookies(
+    headers: list[tuple[bytes, bytes]], cookies: list[str]
+) -> list[tuple[bytes, bytes]]:
+    already = {
+        value.split(b"=", 1)[0].strip() for key, value in headers if key.lower() == b"set-cookie"
+    }
+    for cookie in cookies:
+        if cookie.split("=", 1)[0].encode() not in already:
+            headers.append((b"set-cookie", cookie.encode("latin-1")))
+    return headers

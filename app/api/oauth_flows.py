@@ -2,8 +2,8 @@
 request, finish it at the callback, take a native app's ID token, and issue the session.
 
 Every path that signs someone in or registers them ends in ``sign_in``: the one place where this
-flow issues a session, through the same code the password login uses (``session_response`` /
-``session_body``). No provider is waited on while a database connection is held: the state is
+flow answers with a session; ``sessions.start`` begins it in the transaction that settles the
+identity, as every way of signing in does. No provider is waited on while a database connection is held: the state is
 redeemed in one statement, the code exchanged and the ID token verified with no connection, and
 the outcome settled in one transaction.
 """
@@ -16,15 +16,17 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.api.credential_flows import limit_credentials
-from app.api.deps import Session, lenient_session
+from app.api.deps import Session, lenient_session, user_agent
 from app.api.responses import NO_STORE, session_body, session_response
 from app.api.return_to import check_return_to, with_error
 from app.credentials.identities import (
     IDENTITY_UNIQUE,
+    Outcome,
     ProviderIdentity,
     Settled,
     current_starter,
@@ -42,6 +44,7 @@ from app.errors import AnonidError, FlowError
 from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
 from app.lifecycle.users import get_user
 from app.services import Services
+from app.sessions.store import Pair, start
 
 log = logging.getLogger("anonid.oidc")
 
@@ -52,22 +55,38 @@ _BROWSER_SECRET_CHARS = 43  # secrets.token_urlsafe(32)
 def sign_in(
     request: Request,
     svc: Services,
-    account: Any,
+    pair: Pair,
     *,
     merged_from: UUID | None = None,
     redirect_to: str | None = None,
 ) -> Response:
-    """THE one place a provider sign-in issues a session for ``account``: the ``S`` response
-    (native apps; with ``merged_from`` as for password login), or a ``303`` to ``redirect_to``
-    carrying the session cookie (the browser flow)."""
+    """THE one place a provider sign-in answers with the session ``sessions.start`` began (in
+    the transaction that settled the identity): the ``S`` response (native apps; with
+    ``merged_from`` as for password login), or a ``303`` to ``redirect_to`` carrying both
+    session cookies (the browser flow)."""
     if redirect_to is None:
         extra = {"merged_from": str(merged_from)} if merged_from is not None else {}
-        return session_response(request, svc, account, 200, **extra)
-    _, cookie = session_body(svc, account, bearer=False)
+        return session_response(request, svc, pair, 200, **extra)
+    _, cookies = session_body(svc, pair, bearer=False)
     response = redirect(redirect_to)
-    if cookie is not None:
+    for cookie in cookies:
         response.headers.append("set-cookie", cookie)
     return response
+
+
+async def _start_session(
+    conn: AsyncConnection, svc: Services, settled: Settled, request: Request
+) -> Pair:
+    """The session of a settled sign-in, in its transaction. A guest converted in place has its
+    session version bumped: its other sessions end, as for every conversion (CONTRACT §4); a
+    merged guest's sessions went with the guest."""
+    return await start(
+        conn,
+        svc,
+        settled.account,
+        user_agent=user_agent(request),
+        end_others=settled.outcome is Outcome.PROMOTE,
+    )
 
 
 def redirect(url: str, status: int = 303) -> Response:
@@ -153,15 +172,17 @@ async def start_authorization(
 
 
 async def settle_identity(
+    request: Request,
     svc: Services,
     client: ProviderClient,
     claims: dict[str, Any],
     starter_ref: tuple[UUID, int] | None,
     *,
     stale_starter_fails: bool,
-) -> Settled:
-    """The outcome of §13 for a verified identity, in one transaction. A first sign-in racing
-    another with the same identity (or address) loses the insert and is settled once more."""
+) -> tuple[Settled, Pair | None]:
+    """The outcome of §13 for a verified identity and, when it signs someone in, their new
+    session, in one transaction. A first sign-in racing another with the same identity (or
+    address) loses the insert and is settled once more."""
     identity = ProviderIdentity.from_claims(client.config.name, claims)
     for attempt in range(2):
         try:
@@ -171,9 +192,12 @@ async def settle_identity(
                     starter = await current_starter(conn, *starter_ref)
                     if starter is None and stale_starter_fails:
                         raise FlowError("invalid_state", "the account that started it moved on")
-                return await settle(
+                settled = await settle(
                     conn, svc.settings, identity, starter, trust_email=client.config.trust_email
                 )
+                if not settled.starts_session:
+                    return settled, None
+                return settled, await _start_session(conn, svc, settled, request)
         except sqlalchemy.exc.IntegrityError as exc:
             # A concurrent transaction took the identity or the address: settled again, the
             # facts it committed decide (a sign-in, an account without that address).
@@ -217,15 +241,15 @@ async def finish_callback(
         starter_ref = None
         if flow.user_id is not None and flow.session_version is not None:
             starter_ref = (flow.user_id, flow.session_version)
-        settled = await settle_identity(svc, client, claims, starter_ref, stale_starter_fails=True)
+        settled, pair = await settle_identity(
+            request, svc, client, claims, starter_ref, stale_starter_fails=True
+        )
     except FlowError as exc:
         log.info("provider %s sign-in refused: %s", name, exc)
         return redirect(with_error(flow.return_to, exc.code))
-    if not settled.starts_session:
+    if pair is None:
         return redirect(flow.return_to)
-    return sign_in(
-        request, svc, settled.account, merged_from=settled.merged_from, redirect_to=flow.return_to
-    )
+    return sign_in(request, svc, pair, merged_from=settled.merged_from, redirect_to=flow.return_to)
 
 
 async def native_sign_in(
@@ -249,9 +273,12 @@ async def native_sign_in(
     if session is not None and session.claims.anon:
         starter_ref = (session.claims.sub, session.claims.sv)
     try:
-        settled = await settle_identity(svc, client, claims, starter_ref, stale_starter_fails=False)
+        settled, pair = await settle_identity(
+            request, svc, client, claims, starter_ref, stale_starter_fails=False
+        )
     except FlowError as exc:
         if exc.code == "email_taken":
             raise AnonidError("email_taken") from None
         raise AnonidError("invalid_credentials") from None
-    return sign_in(request, svc, settled.account, merged_from=settled.merged_from)
+    assert pair is not None  # without a signed-in starter, every outcome starts a session
+    return sign_in(request, svc, pair, merged_from=settled.merged_from)

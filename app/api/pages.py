@@ -28,19 +28,20 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy.engine import Row
 from starlette.responses import HTMLResponse, Response
 
 from app.api import passkey_flows
 from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
-from app.api.deps import Session, lenient_session, services, session_token
+from app.api.deps import Session, lenient_session, services, user_agent
 from app.api.errors import responses
 from app.errors import N_, AnonidError
 from app.lifecycle import credentials
 from app.lifecycle.tokens import Purpose, peek_link_token
 from app.platform.i18n import LANGUAGES, NAMES, gettext_for, language_of_scope
+from app.platform.request_auth import bearer_token
 from app.platform.templating import brand_of, render
 from app.services import Services
+from app.sessions.store import Pair
 from app.settings import Settings
 
 log = logging.getLogger("anonid.pages")
@@ -133,7 +134,11 @@ class Csrf:
         self.secret = secrets.token_urlsafe(CSRF_SECRET_BYTES) if self.fresh else current
 
     @classmethod
-    async def of(cls, request: Request, svc: Services) -> Csrf:
+    async def of(cls, request: Request, svc: Services, session: Session | None = None) -> Csrf:
+        """For a form whose handler sees ``session`` (a page with a session dependency), else
+        for the session the cookie names."""
+        if session is not None:
+            return cls(request, svc, str(session.claims.sub))
         return cls(request, svc, await _session_subject(request, svc))
 
     def token(self, form: str) -> str:
@@ -153,15 +158,17 @@ class Csrf:
 
 
 async def _session_subject(request: Request, svc: Services) -> str:
-    """The user id of the session the form's handler will see (read as ``lenient_session`` reads
-    it, without its renewal), or ``"none"``."""
+    """The user id the access token names (expired or not: a renewal keeps the user), or
+    ``"none"``."""
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        token = bearer_token(authorization)
+    else:
+        token = request.cookies.get(svc.cookies.name) or None
+    if token is None:
+        return "none"
     try:
-        token, _ = session_token(
-            request.headers.get("authorization"), request.cookies.get(svc.cookies.name)
-        )
-        if token is None:
-            return "none"
-        return str((await svc.keys.verify(token)).sub)
+        return str((await svc.access.verify_ignoring_expiry(token)).sub)
     except AnonidError:
         return "none"
 
@@ -197,7 +204,7 @@ def _page(
     status: int = 200,
     *,
     csrf: Csrf,
-    set_cookie: str | None = None,
+    set_cookies: list[str] | None = None,
     headers: dict[str, str] | None = None,
     scripts: bool = False,
     **context: Any,
@@ -226,8 +233,8 @@ def _page(
     response = HTMLResponse(body, status_code=status, headers={**page_headers, **(headers or {})})
     if csrf.fresh:
         response.headers.append("set-cookie", csrf.cookie())
-    if set_cookie:
-        response.headers.append("set-cookie", set_cookie)
+    for cookie in set_cookies or ():
+        response.headers.append("set-cookie", cookie)
     return response
 
 
@@ -241,29 +248,17 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: v[: LONG_FIELDS.get(k, MAX_FIELD)] for k, v in form.items() if isinstance(v, str)}
 
 
-def _session_cookie(svc: Services, row: Row[Any]) -> str:
-    return svc.cookies.set(svc.keys.issue(row.id, row.is_anonymous, row.session_version))
-
-
-def _done(
-    request: Request,
-    svc: Services,
-    csrf: Csrf,
-    row: Row[Any],
-    title: str,
-    *,
-    cookie: str | None = None,
-) -> Response:
-    """The signed-in page, setting the session cookie (``cookie`` when the flow issued it)."""
-    if row.email is None:  # an account made with a passkey or a provider that gave no address
+def _done(request: Request, svc: Services, csrf: Csrf, pair: Pair, title: str) -> Response:
+    email = pair.user.email
+    if email is None:  # an account made with a passkey or a provider that gave no address
         message = translated(request, N_("You are logged in."))
     else:
-        message = translated(request, N_("You are logged in as %(email)s."), {"email": row.email})
+        message = translated(request, N_("You are logged in as %(email)s."), {"email": email})
     return _page(
         request,
         "done.html",
         csrf=csrf,
-        set_cookie=cookie or _session_cookie(svc, row),
+        set_cookies=svc.cookies.set(pair.access.token, pair.refresh_token, pair.max_age),
         title=translated(request, title),
         message=message,
         # Back to the app the visitor came from (the first allowed origin); anonid has no home.
@@ -326,7 +321,7 @@ def _login_page(
 async def login_form(
     request: Request, session: Session | None = Depends(lenient_session)
 ) -> Response:
-    return _login_page(request, await Csrf.of(request, services(request)), session)
+    return _login_page(request, await Csrf.of(request, services(request), session), session)
 
 
 @router.post(
@@ -347,26 +342,26 @@ async def login_submit(
     request: Request, session: Session | None = Depends(lenient_session)
 ) -> Response:
     svc = services(request)
-    csrf = await Csrf.of(request, svc)
+    csrf = await Csrf.of(request, svc, session)
     form = await read_form(request)
     email = form.get("email", "")
     if not csrf.valid("login", form.get("csrf", "")):
         error = translated(request, _CSRF_MESSAGE)
         return _login_page(request, csrf, session, 403, email=email, error=error)
-    cookie = None
     try:
         if "passkey" in form:  # "Sign in with a passkey": the assertion, as JSON
-            row, _ = await passkey_flows.sign_in(request, svc, session, form["passkey"])
-            cookie = passkey_flows.passkey_cookie(svc, row)
+            pair, _ = await passkey_flows.sign_in(request, svc, session, form["passkey"])
         else:
             await limit_credentials(request, svc, email)
-            row, _ = await login_and_merge(svc, session, email, form.get("password", ""))
+            pair, _ = await login_and_merge(
+                svc, session, email, form.get("password", ""), user_agent(request)
+            )
     except AnonidError as exc:
         error = error_text(request, exc)
         return _login_page(
             request, csrf, session, exc.status, email=email, error=error, headers=exc.headers
         )
-    return _done(request, svc, csrf, row, N_("You are logged in"), cookie=cookie)
+    return _done(request, svc, csrf, pair, N_("You are logged in"))
 
 
 # Choose a password: setup (finishing a conversion) and reset
@@ -450,18 +445,14 @@ async def _password_form(request: Request, purpose: Purpose, token: str) -> Resp
     return _password_page(request, svc, csrf, purpose, token, email=target.email, passkey=passkey)
 
 
-async def _passkey_setup(
-    request: Request, svc: Services, csrf: Csrf, token: str, credential: str
-) -> Response:
+async def _passkey_setup(request: Request, svc: Services, token: str, credential: str) -> Pair:
     """The setup page's "Save with a passkey": the passkey and the link's address, at once."""
     session = await lenient_session(request)
     if session is None:
         raise AnonidError("invalid_session")
-    row = await passkey_flows.add_passkey(
+    return await passkey_flows.add_passkey(
         request, svc, session, credential, None, setup_token=token
     )
-    cookie = passkey_flows.passkey_cookie(svc, row)
-    return _done(request, svc, csrf, row, _FLOWS["setup"]["done"], cookie=cookie)
 
 
 async def _password_submit(request: Request, purpose: Purpose) -> Response:
@@ -480,8 +471,9 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
         return _password_page(request, svc, csrf, purpose, token, 422, error=error)
     try:
         if passkey is not None:
-            return await _passkey_setup(request, svc, csrf, token, passkey)
-        row = await redeem_with_password(svc, purpose, token, password)
+            pair = await _passkey_setup(request, svc, token, passkey)
+        else:
+            pair = await redeem_with_password(svc, purpose, token, password, user_agent(request))
     except AnonidError as exc:
         # A refused password or passkey may be tried again with the same link; a dead link
         # cannot.
@@ -497,7 +489,7 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
             error=error_text(request, exc),
             passkey=retry and passkey is not None,
         )
-    return _done(request, svc, csrf, row, _FLOWS[purpose]["done"])
+    return _done(request, svc, csrf, pair, _FLOWS[purpose]["done"])
 
 
 _TOKEN_PAGE_ERRORS = {

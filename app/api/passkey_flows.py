@@ -1,10 +1,11 @@
 """Passkey flows (CONTRACT §14) between the routes (the JSON API and the hosted pages) and the
 rules: options, adding a passkey, signing in with one, and the session that follows.
 
-``passkey_session`` is the one place where a passkey issues a session, through the same code
-the password login uses (``session_body``). No connection is held while a signature is checked:
-the challenge is spent in one statement (a refused answer spends it too), the answer verified
-with no connection, and the change made in one transaction.
+``passkey_session`` is the one place where a passkey begins a session: ``sessions.start``, in
+the transaction that added the passkey or recorded its use, as every way of signing in does. No
+connection is held while a signature is checked: the challenge is spent in one statement (a
+refused answer spends it too), the answer verified with no connection, and the change made in
+one transaction.
 """
 
 from __future__ import annotations
@@ -13,35 +14,46 @@ from typing import Any
 from uuid import UUID
 
 import sqlalchemy.exc
-from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
 from app.api.credential_flows import limit_credentials
-from app.api.deps import Session
-from app.api.responses import session_body
+from app.api.deps import Session, user_agent
 from app.credentials import passkey_store, passkeys, webauthn_challenges
 from app.credentials.passkeys import PASSKEY_REFUSED
 from app.errors import AnonidError
 from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
 from app.lifecycle.tokens import consume_link_token
 from app.services import Services
+from app.sessions.store import Pair, start
 
 CHALLENGE_ID_HEADER = "X-Anonid-Challenge-Id"
 
 
-def passkey_session(
-    svc: Services, account: Any, *, bearer: bool
-) -> tuple[dict[str, Any], str | None]:
-    """THE one place a passkey sign-in or a passkey added issues a session for ``account``: the
-    ``S`` body and the Set-Cookie value (none with ``bearer``)."""
-    return session_body(svc, account, bearer)
-
-
-def passkey_cookie(svc: Services, account: Any) -> str:
-    """The session cookie for a hosted page (through ``passkey_session``)."""
-    _, cookie = passkey_session(svc, account, bearer=False)
-    assert cookie is not None  # a browser session always comes as a cookie
-    return cookie
+async def passkey_session(
+    conn: AsyncConnection,
+    svc: Services,
+    request: Request,
+    account: Any,
+    session: Session | None,
+    *,
+    converted: bool,
+) -> Pair:
+    """THE one place a passkey begins a session for ``account``, in the caller's transaction. A
+    guest converted in place ends its other sessions (its version moved on, CONTRACT §4); a
+    registered session the request came with is replaced by the new one (renewed); a merged
+    guest's sessions went with the guest."""
+    replaces = None
+    if session is not None and not session.claims.anon and not converted:
+        replaces = (session.claims.sub, session.claims.sid)
+    return await start(
+        conn,
+        svc,
+        account,
+        user_agent=user_agent(request),
+        end_others=converted,
+        replaces=replaces,
+    )
 
 
 # The browser's challenge cookie binds a sign-in challenge to the browser that asked (login
@@ -67,7 +79,9 @@ async def registration_options(svc: Services, session: Session) -> dict[str, Any
     async with svc.single_statement() as conn:
         account = await passkey_store.session_account(conn, user_id, version)
         existing = await passkey_store.credential_ids(conn, user_id)
-        challenge = await webauthn_challenges.issue_registration_challenge(conn, user_id, version)
+        challenge = await webauthn_challenges.issue_registration_challenge(
+            conn, user_id, version, session.claims.sid
+        )
     return passkeys.creation_options(svc.settings, user_id, account.email, challenge, existing)
 
 
@@ -79,17 +93,17 @@ async def add_passkey(
     name: str | None,
     *,
     setup_token: str | None = None,
-) -> Row[Any]:
+) -> Pair:
     """Verify ``navigator.credentials.create()``'s answer and store the passkey; a guest becomes
     registered in place, taking the address of ``setup_token`` (its own setup link, from the
-    hosted setup page) when given. The account as it is now."""
+    hosted setup page) when given. The session that follows."""
     await limit_credentials(request, svc, None)
     cleaned = passkey_store.clean_name(name)
     attestation = passkeys.parse_attestation(credential)
     user_id, version = session.claims.sub, session.claims.sv
     async with svc.single_statement() as conn:
         live = await webauthn_challenges.consume_registration_challenge(
-            conn, attestation.challenge, user_id, version
+            conn, attestation.challenge, user_id, version, session.claims.sid
         )
     if not live:
         raise AnonidError("invalid_passkey")
@@ -102,9 +116,11 @@ async def add_passkey(
                 if target.user_id != user_id:
                     raise AnonidError("invalid_token")
                 email = target.email
-            return await passkey_store.add_passkey(
+            account = await passkey_store.add_passkey(
                 conn, svc.settings, user_id, version, verified, cleaned, email=email
             )
+            converted = session.claims.anon
+            return await passkey_session(conn, svc, request, account, session, converted=converted)
     except sqlalchemy.exc.IntegrityError as exc:
         # The link's address was verified by another account meanwhile: nothing changed.
         if EMAIL_UNIQUE_INDEX in str(exc.orig):
@@ -131,10 +147,10 @@ async def login_options(request: Request, svc: Services) -> tuple[dict[str, Any]
 
 async def sign_in(
     request: Request, svc: Services, session: Session | None, credential: Any
-) -> tuple[Row[Any], UUID | None]:
+) -> tuple[Pair, UUID | None]:
     """Verify ``navigator.credentials.get()``'s answer for a challenge this browser (cookie) or
-    client (``X-Anonid-Challenge-Id``) asked for; the passkey's account and, when a guest
-    session came along, the guest's id once merged into it."""
+    client (``X-Anonid-Challenge-Id``) asked for; the session of the passkey's account and, when
+    a guest session came along, the guest's id once merged into it."""
     await limit_credentials(request, svc, None)
     assertion = passkeys.parse_assertion(credential)
     async with svc.single_statement() as conn:
@@ -158,6 +174,8 @@ async def sign_in(
     if session is not None and session.claims.anon:
         guest = (session.claims.sub, session.claims.sv)
     async with svc.engine.begin() as conn:
-        return await passkey_store.sign_in_with_passkey(
+        account, merged_from = await passkey_store.sign_in_with_passkey(
             conn, svc.settings, stored, new_count, guest
         )
+        pair = await passkey_session(conn, svc, request, account, session, converted=False)
+    return pair, merged_from

@@ -16,7 +16,6 @@ from app.api import passkey_flows
 from app.api.deps import (
     Session,
     Transaction,
-    bearer_wanted,
     body_spec,
     json_body,
     lenient_session,
@@ -25,7 +24,12 @@ from app.api.deps import (
 )
 from app.api.errors import responses
 from app.api.passkey_flows import CHALLENGE_ID_HEADER
-from app.api.responses import empty_response, json_response, private_response
+from app.api.responses import (
+    empty_response,
+    json_response,
+    private_response,
+    session_response,
+)
 from app.api.schemas import SessionOut
 from app.credentials import passkey_store
 from app.errors import AnonidError
@@ -70,15 +74,6 @@ def _passkey_id(raw: str) -> UUID:
         return UUID(raw)
     except ValueError:
         raise AnonidError("not_found") from None
-
-
-def _session_answer(request: Request, account: Any, status: int, **extra: Any) -> Response:
-    svc = services(request)
-    body, cookie = passkey_flows.passkey_session(svc, account, bearer=bearer_wanted(request))
-    response = json_response({**body, **extra}, status)
-    if cookie is not None:
-        response.headers.append("set-cookie", cookie)
-    return response
 
 
 @router.post(
@@ -131,8 +126,8 @@ async def add_passkey(
     body: AddPasskeyIn = Depends(json_body(AddPasskeyIn)),
 ) -> Response:
     svc = services(request)
-    account = await passkey_flows.add_passkey(request, svc, session, body.credential, body.name)
-    return _session_answer(request, account, 201)
+    pair = await passkey_flows.add_passkey(request, svc, session, body.credential, body.name)
+    return session_response(request, svc, pair, 201)
 
 
 @router.get(
@@ -256,6 +251,6 @@ async def sign_in(
     body: PasskeySignInIn = Depends(json_body(PasskeySignInIn)),
 ) -> Response:
     svc = services(request)
-    account, merged_from = await passkey_flows.sign_in(request, svc, session, body.credential)
+    pair, merged_from = await passkey_flows.sign_in(request, svc, session, body.credential)
     extra = {"merged_from": str(merged_from)} if merged_from is not None else {}
-    return _session_answer(request, account, 200, **extra)
+    return session_response(request, svc, pair, 200, **extra)

@@ -28,6 +28,7 @@ class Export(BaseModel):
     links: list[dict[str, Any]]
     emails: list[dict[str, Any]]
     events: list[dict[str, Any]]
+    sessions: list[dict[str, Any]]
 
 
 @router.get(

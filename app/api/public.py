@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.api import hot
-from app.api.deps import Session, body_spec, raw_json, require_session, services
+from app.api.deps import body_spec, raw_json, services, token_session
 from app.api.errors import responses
 from app.api.responses import empty_response, private_response
 from app.api.schemas import DataOut, SessionOut, User
+from app.errors import AnonidError
 from app.lifecycle import anonymous
+from app.sessions.store import end_session
 
 router = APIRouter(prefix="/v1")
 
@@ -90,22 +92,25 @@ async def patch_data() -> Response:
     openapi_extra=body_spec(schema=OBJECT_SCHEMA),
 )
 async def put_data(request: Request) -> Response:
-    session = await require_session(request)
     svc = services(request)
-    await hot.limit_data_writes(svc, session.claims.sub)
+    claims = (await token_session(request)).claims
+    await hot.limit_data_writes(svc, claims.sid)
     data = await raw_json(request)
-    async with svc.single_statement() as conn:
-        stored = await anonymous.replace_data(
-            conn, session.claims.sub, session.claims.sv, data, svc.settings.data_max_bytes
-        )
+    stored = await anonymous.replace_data(
+        svc.pool, svc.settings, claims.sub, claims.sv, claims.sid, data
+    )
     return private_response(request, svc, {"data": stored})
 
 
 @router.post(
     "/logout",
-    summary="End this session and clear the cookie",
+    summary="End this session and clear both cookies",
     status_code=204,
     responses=SESSION_ERRORS,
 )
-async def logout(request: Request, session: Session = Depends(require_session)) -> Response:
-    return empty_response(services(request), clear_cookie=True)
+async def logout(request: Request) -> Response:
+    svc = services(request)
+    claims = (await token_session(request)).claims
+    if not await end_session(svc.pool, svc.settings, claims.sub, claims.sid):
+        raise AnonidError("invalid_session")
+    return empty_response(svc, clear_cookie=True)

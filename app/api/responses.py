@@ -1,4 +1,4 @@
-"""Response builders: orjson bodies, ``no-store`` on anything personal, session cookie or token."""
+"""Response builders: orjson bodies, ``no-store`` on anything personal, session cookies or tokens."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from sqlalchemy.engine import Row
 from starlette.responses import Response
 
-from app.api.deps import bearer_wanted, renewed
+from app.api.deps import bearer_wanted
 from app.lifecycle.users import user_view
-from app.platform.pgpool import row_mapping
 from app.services import Services
+from app.sessions.store import Pair
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -26,41 +25,37 @@ def json_response(content: Any, status: int = 200, *, private: bool = True) -> R
     )
 
 
-def session_body(svc: Services, row: Any, bearer: bool) -> tuple[dict[str, Any], str | None]:
-    """A new session for the user row: the ``S`` body and the Set-Cookie value (a cookie for
-    browsers; the token in the body instead when ``bearer``)."""
-    user = row_mapping(row)
-    issued = svc.keys.issue(user["id"], user["is_anonymous"], user["session_version"])
-    body: dict[str, Any] = {"user": user_view(user), "expires_in": issued.expires_in}
+def session_body(svc: Services, pair: Pair, bearer: bool) -> tuple[dict[str, Any], list[str]]:
+    """The ``S`` body of a session and its Set-Cookie values: both cookies for browsers; with
+    ``bearer``, both tokens in the body instead and no cookie (CONTRACT §4)."""
+    body: dict[str, Any] = {"user": user_view(pair.user), "expires_in": pair.access.expires_in}
     if bearer:
-        body["access_token"] = issued.token
+        body["access_token"] = pair.access.token
         body["token_type"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
-        return body, None
-    return body, svc.cookies.set(issued)
+        body["refresh_token"] = pair.refresh_token
+        return body, []
+    return body, svc.cookies.set(pair.access.token, pair.refresh_token, pair.max_age)
 
 
 def session_response(
-    request: Request, svc: Services, row: Row[Any], status: int = 200, **extra: Any
+    request: Request, svc: Services, pair: Pair, status: int = 200, **extra: Any
 ) -> Response:
-    """Start or renew a session: a cookie for browsers, the token in the body only on request."""
-    body, cookie = session_body(svc, row, bearer_wanted(request))
+    """A new or rotated session: cookies for browsers, the tokens in the body only on request."""
+    body, cookies = session_body(svc, pair, bearer_wanted(request))
     response = json_response({**body, **extra}, status)
-    if cookie is not None:
+    for cookie in cookies:
         response.headers.append("set-cookie", cookie)
     return response
 
 
 def private_response(request: Request, svc: Services, content: Any, status: int = 200) -> Response:
-    """User data; carries the renewed session cookie when sliding renewal issued one."""
-    response = json_response(content, status)
-    fresh = renewed(request)
-    if fresh is not None:
-        response.headers.append("set-cookie", svc.cookies.set(fresh))
-    return response
+    """User data, never cached (a transparent renewal's cookies are added on the way out)."""
+    return json_response(content, status)
 
 
 def empty_response(svc: Services, *, clear_cookie: bool = False) -> Response:
     response = Response(status_code=204, headers=NO_STORE)
     if clear_cookie:
-        response.headers.append("set-cookie", svc.cookies.clear)
+        for cookie in svc.cookies.clear:
+            response.headers.append("set-cookie", cookie)
     return response

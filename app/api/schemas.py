@@ -21,13 +21,28 @@ class User(BaseModel):
 
 
 class SessionOut(BaseModel):
-    """With ``X-Anonid-Token: bearer`` the body also has ``access_token`` and ``token_type``."""
+    """A session (``S``): both cookies are set; with ``X-Anonid-Token: bearer`` the body has
+    ``access_token``, ``token_type`` and ``refresh_token`` instead and no cookie is set.
+    ``expires_in`` is the access token's lifetime in seconds."""
 
     user: User
     expires_in: int
     access_token: str | None = None
     token_type: Literal["Bearer"] | None = None
+    refresh_token: str | None = None
     merged_from: str | None = None
+
+
+class SessionInfo(BaseModel):
+    id: str
+    created_at: str
+    last_used_at: str
+    user_agent: str | None
+    current: bool
+
+
+class SessionsOut(BaseModel):
+    sessions: list[SessionInfo]
 
 
 class DataOut(BaseModel):

@@ -27,6 +27,7 @@ from app.api.pages import (
     read_form,
     translated,
 )
+from app.api.responses import session_body
 from app.credentials import passkey_store
 from app.credentials.identities import list_identities
 from app.errors import N_, AnonidError
@@ -70,7 +71,7 @@ async def _security_page(
     account: tuple[UUID, int] | None,
     status: int = 200,
     *,
-    cookie: str | None = None,
+    cookies: list[str] | None = None,
     error: str | None = None,
     notice: str | None = None,
 ) -> Response:
@@ -102,7 +103,7 @@ async def _security_page(
         "security.html",
         status,
         csrf=csrf,
-        set_cookie=cookie,
+        set_cookies=cookies,
         scripts=offered,
         title=translated(request, N_("Security")),
         form_token=csrf.token(FORM),
@@ -132,16 +133,17 @@ async def security_page(
 
 async def _act(
     request: Request, svc: Services, session: Session, form: dict[str, str]
-) -> tuple[tuple[UUID, int], str | None]:
-    """Carry out the form's action; the account to show afterwards and the new session cookie
-    (a passkey added renews the session; a guest's becomes a registered one's)."""
+) -> tuple[tuple[UUID, int], list[str]]:
+    """Carry out the form's action; the account to show afterwards and the new session's
+    cookies (a passkey added renews the session; a guest's becomes a registered one's)."""
     action = form.get("action", "")
     account = (session.claims.sub, session.claims.sv)
     if action == "add":
-        row = await passkey_flows.add_passkey(
+        pair = await passkey_flows.add_passkey(
             request, svc, session, form.get("passkey", ""), form.get("name") or None
         )
-        return (row.id, row.session_version), passkey_flows.passkey_cookie(svc, row)
+        _, cookies = session_body(svc, pair, bearer=False)
+        return (pair.user.id, pair.user.session_version), cookies
     try:
         passkey_id = UUID(form.get("passkey_id", ""))
     except ValueError:
@@ -155,7 +157,7 @@ async def _act(
             await passkey_store.remove_passkey(conn, *account, passkey_id)
     else:
         raise AnonidError("invalid_request")
-    return account, None
+    return account, []
 
 
 @router.post(
@@ -189,9 +191,9 @@ async def security_submit(
         error = translated(request, _CSRF_MESSAGE)
         return await _security_page(request, svc, csrf, account, 403, error=error)
     try:
-        account, cookie = await _act(request, svc, session, form)
+        account, cookies = await _act(request, svc, session, form)
     except AnonidError as exc:
         error = error_text(request, exc)
         return await _security_page(request, svc, csrf, account, exc.status, error=error)
     notice = translated(request, NOTICES[form["action"]])
-    return await _security_page(request, svc, csrf, account, cookie=cookie, notice=notice)
+    return await _security_page(request, svc, csrf, account, cookies=cookies, notice=notice)

@@ -278,13 +278,18 @@ def identity_view(row: Any) -> dict[str, Any]:
     }
 
 
+async def identities_of(conn: AsyncConnection, user_id: UUID) -> list[dict[str, Any]]:
+    """The account's identities, oldest first (the console shows them as the API does)."""
+    return [identity_view(row) for row in await conn.execute(_LIST, {"id": user_id})]
+
+
 async def list_identities(
     conn: AsyncConnection, user_id: UUID, session_version: int
 ) -> list[dict[str, Any]]:
     """The identities of the session's account (``invalid_session`` when it moved on)."""
     if (await conn.execute(_SESSION_USER, {"id": user_id, "sv": session_version})).first() is None:
         raise AnonidError("invalid_session")
-    return [identity_view(row) for row in await conn.execute(_LIST, {"id": user_id})]
+    return await identities_of(conn, user_id)
 
 
 async def remove_identity(

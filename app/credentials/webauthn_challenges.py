@@ -1,8 +1,8 @@
 """WebAuthn challenges in flight (CONTRACT §14): single use, five minutes, bound to who asked.
 
 A row is keyed by the challenge itself (64 random bytes), which comes back inside the signed
-``clientDataJSON``. A registration challenge is bound to the session that asked (its user and
-session version); a sign-in challenge to the browser that asked (a SHA-256 of its short cookie)
+``clientDataJSON``. A registration challenge is bound to the session that asked (its user, its
+session version and its ``sid``); a sign-in challenge to the browser that asked (a SHA-256 of its short cookie)
 and, for clients without cookies, to the ``X-Anonid-Challenge-Id`` the options response carried
 (its SHA-256). Consuming is one ``DELETE … RETURNING`` guarded by that binding: of any number of
 concurrent uses exactly one gets the row, and a use with the wrong binding leaves it to its owner.
@@ -30,10 +30,10 @@ Purpose = Literal["register", "login"]
 
 _ISSUE = sa.text(
     """
-INSERT INTO webauthn_challenges (challenge, purpose, user_id, session_version, browser_hash,
-                                 client_hash, expires_at)
-VALUES (:challenge, :purpose, :user_id, :session_version, :browser_hash, :client_hash,
-        now() + CAST(:ttl AS interval))
+INSERT INTO webauthn_challenges (challenge, purpose, user_id, session_version, session_id,
+                                 browser_hash, client_hash, expires_at)
+VALUES (:challenge, :purpose, :user_id, :session_version, :session_id, :browser_hash,
+        :client_hash, now() + CAST(:ttl AS interval))
 """
 )
 
@@ -41,7 +41,7 @@ _CONSUME_REGISTER = sa.text(
     """
 DELETE FROM webauthn_challenges
 WHERE challenge = :challenge AND purpose = 'register'
-  AND user_id = :user_id AND session_version = :session_version
+  AND user_id = :user_id AND session_version = :session_version AND session_id = :session_id
 RETURNING expires_at > now() AS live
 """
 )
@@ -80,9 +80,9 @@ def well_formed(value: str | None) -> TypeGuard[str]:
 
 
 async def issue_registration_challenge(
-    conn: AsyncConnection, user_id: UUID, session_version: int
+    conn: AsyncConnection, user_id: UUID, session_version: int, session_id: UUID
 ) -> bytes:
-    """A new challenge that only this session (user and session version) can use."""
+    """A new challenge that only this session (its user, version and id) can use."""
     challenge = generate_challenge()
     await conn.execute(
         _ISSUE,
@@ -91,6 +91,7 @@ async def issue_registration_challenge(
             "purpose": "register",
             "user_id": user_id,
             "session_version": session_version,
+            "session_id": session_id,
             "browser_hash": None,
             "client_hash": None,
             "ttl": CHALLENGE_TTL,
@@ -110,6 +111,7 @@ async def issue_login_challenge(conn: AsyncConnection, browser_secret: str) -> L
             "purpose": "login",
             "user_id": None,
             "session_version": None,
+            "session_id": None,
             "browser_hash": _digest(browser_secret),
             "client_hash": _digest(issued.client_id),
             "ttl": CHALLENGE_TTL,
@@ -119,10 +121,15 @@ async def issue_login_challenge(conn: AsyncConnection, browser_secret: str) -> L
 
 
 async def consume_registration_challenge(
-    conn: AsyncConnection, challenge: bytes, user_id: UUID, session_version: int
+    conn: AsyncConnection, challenge: bytes, user_id: UUID, session_version: int, session_id: UUID
 ) -> bool:
     """Spend the challenge if this session asked for it; whether it was there and unexpired."""
-    params = {"challenge": challenge, "user_id": user_id, "session_version": session_version}
+    params = {
+        "challenge": challenge,
+        "user_id": user_id,
+        "session_version": session_version,
+        "session_id": session_id,
+    }
     row = (await conn.execute(_CONSUME_REGISTER, params)).first()
     return row is not None and bool(row.live)
 

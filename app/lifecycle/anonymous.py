@@ -1,7 +1,8 @@
-"""Anonymous accounts: create, renew (touch), and profile data.
+"""Anonymous accounts: create (with their first session), and profile data.
 
 Each function is one statement, so on the hot pool (``app.platform.pgpool``) it is one round trip and its
-own transaction; on a SQLAlchemy connection inside a larger transaction it simply joins it.
+own transaction; on a SQLAlchemy connection inside a larger transaction it simply joins it. Data
+writes check the caller's session in the same statement (``app.lifecycle.users.SESSION_ALIVE``).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import orjson
 
 from app.errors import AnonidError
 from app.lifecycle.events import event_cte, event_params
-from app.lifecycle.users import USER_COLUMNS
+from app.lifecycle.users import SESSION_ALIVE, USER_COLUMNS, session_params
 from app.platform.ids import guest_username, new_id
 from app.platform.pgpool import Db, Statement, fetchrow
+from app.sessions.store import SESSION_OF_NEW_USER, NewUser
+from app.settings import Settings
 
 MAX_DEPTH = 32
 
 
+# The guest, its first session (app.sessions.store.start) and its event: one statement.
 def _create(events: str) -> Statement:
     return Statement(
         f"""
@@ -27,8 +31,8 @@ WITH u AS (
     INSERT INTO users (id, username, is_anonymous, data, created_at, updated_at)
     VALUES (:id, :username, true, '{{}}'::jsonb, now(), now())
     RETURNING {USER_COLUMNS}
-), {events}
-SELECT * FROM u
+), {events}, {SESSION_OF_NEW_USER}
+SELECT u.*, s.created_at AS session_created_at FROM u, s
 """
     )
 
@@ -38,25 +42,16 @@ _CREATE = _create(event_cte())
 # array) for every new guest: about 10 us of PostgreSQL's CPU per statement (bench/NOTES.md).
 _CREATE_NO_HOOKS = _create(event_cte(hooks=False))
 
-# Sliding renewal touches at most once a day, so a busy guest does not rewrite its row per request.
-_TOUCH = Statement(
-    f"""
-UPDATE users SET updated_at = now()
-WHERE id = :id AND session_version = :sv AND updated_at < now() - interval '1 day'
-RETURNING {USER_COLUMNS}
-"""
-)
-
 # The merge runs once: the CTE computes it and the UPDATE both stores it and checks its size.
 # FOR UPDATE makes the CTE wait for a concurrent patch of the row and then read the version it
 # committed (so no key is lost), and MATERIALIZED keeps PostgreSQL from inlining the CTE, which
 # would copy the merge into the SET and the WHERE again.
 _PATCH = Statement(
-    """
+    f"""
 WITH merged AS MATERIALIZED (
     SELECT id, jsonb_merge_patch(data, CAST(:patch AS jsonb)) AS data
-    FROM users
-    WHERE id = :id AND session_version = :sv
+    FROM users u
+    WHERE id = :id AND session_version = :sv AND {SESSION_ALIVE}
     FOR UPDATE
 )
 UPDATE users SET data = merged.data, updated_at = now()
@@ -67,29 +62,26 @@ RETURNING users.data
 )
 
 _PUT = Statement(
-    """
-UPDATE users SET data = CAST(:data AS jsonb), updated_at = now()
-WHERE id = :id AND session_version = :sv AND octet_length(CAST(:data AS jsonb)::text) <= :max
+    f"""
+UPDATE users u SET data = CAST(:data AS jsonb), updated_at = now()
+WHERE id = :id AND session_version = :sv AND {SESSION_ALIVE}
+  AND octet_length(CAST(:data AS jsonb)::text) <= :max
 RETURNING data
 """
 )
 
-_SESSION_VERSION = Statement("SELECT session_version FROM users WHERE id = :id")
+_SESSION_LIVE = Statement(
+    f"SELECT 1 FROM users u WHERE id = :id AND session_version = :sv AND {SESSION_ALIVE}"
+)
 
 
-async def create_anonymous(db: Db, webhook_urls: list[str]) -> Any:
-    """A new anonymous account and its ``user.anonymous_created`` event, in one statement."""
+def new_guest(webhook_urls: list[str]) -> NewUser:
+    """A new anonymous account and its ``user.anonymous_created`` event, to be inserted with its
+    first session by ``app.sessions.store.start``, all in one statement."""
     user_id = new_id()
     params = event_params("user.anonymous_created", user_id, {"id": str(user_id)}, webhook_urls)
     params.update(id=user_id, username=guest_username())
-    row = await fetchrow(db, _CREATE if webhook_urls else _CREATE_NO_HOOKS, params)
-    assert row is not None  # an INSERT … RETURNING returns its row or raises
-    return row
-
-
-async def touch(db: Db, user_id: UUID, session_version: int) -> None:
-    """Mark an anonymous account as recently used (keeps it from the cull)."""
-    await fetchrow(db, _TOUCH, {"id": user_id, "sv": session_version})
+    return NewUser(user_id, _CREATE if webhook_urls else _CREATE_NO_HOOKS, params)
 
 
 def validate_data(doc: Any, *, patch: bool, max_bytes: int) -> str:
@@ -146,8 +138,7 @@ async def _data_write(db: Db, stmt: Statement, params: dict[str, Any]) -> dict[s
     if row is not None:
         return row[0]  # type: ignore[no-any-return]
     # Rare path: find out whether the session or the size refused the write.
-    found = await fetchrow(db, _SESSION_VERSION, {"id": params["id"]})
-    if found is None or found[0] != params["sv"]:
+    if await fetchrow(db, _SESSION_LIVE, params) is None:
         raise AnonidError("invalid_session")
     raise AnonidError(
         "data_too_large", f"Profile data may be at most {params['max']} bytes once stored."
@@ -156,29 +147,29 @@ async def _data_write(db: Db, stmt: Statement, params: dict[str, Any]) -> dict[s
 
 async def patch_data(
     db: Db,
+    settings: Settings,
     user_id: UUID,
     session_version: int,
+    sid: UUID,
     patch: dict[str, Any],
-    max_bytes: int,
 ) -> dict[str, Any]:
     """Apply an RFC 7396 merge patch atomically in the database; concurrent patches never lose keys."""
-    params = {
-        "id": user_id,
-        "sv": session_version,
-        "max": max_bytes,
-        "patch": validate_data(patch, patch=True, max_bytes=max_bytes),
-    }
+    max_bytes = settings.data_max_bytes
+    params = session_params(settings, user_id, session_version, sid)
+    params.update(max=max_bytes, patch=validate_data(patch, patch=True, max_bytes=max_bytes))
     return await _data_write(db, _PATCH, params)
 
 
 async def replace_data(
-    db: Db, user_id: UUID, session_version: int, data: dict[str, Any], max_bytes: int
+    db: Db,
+    settings: Settings,
+    user_id: UUID,
+    session_version: int,
+    sid: UUID,
+    data: dict[str, Any],
 ) -> dict[str, Any]:
     """Replace the whole profile document."""
-    params = {
-        "id": user_id,
-        "sv": session_version,
-        "max": max_bytes,
-        "data": validate_data(data, patch=False, max_bytes=max_bytes),
-    }
+    max_bytes = settings.data_max_bytes
+    params = session_params(settings, user_id, session_version, sid)
+    params.update(max=max_bytes, data=validate_data(data, patch=False, max_bytes=max_bytes))
     return await _data_write(db, _PUT, params)

@@ -1,7 +1,8 @@
 """Credentials of registered accounts: login, password change, reset, and ending every session.
 
 Every change of password bumps ``session_version``, so all older tokens of the account stop
-working; the caller then issues one fresh session. Password hashing happens before the guarded
+working; the caller then starts one fresh session (``app.sessions.store.start`` with
+``end_others``, which ends every other session row in the same transaction). Password hashing happens before the guarded
 ``UPDATE``, so no row lock is held while argon2 runs.
 """
 
@@ -33,6 +34,7 @@ from app.lifecycle.tokens import (
 )
 from app.lifecycle.users import USER_COLUMNS
 from app.outbox.enqueue import enqueue_email
+from app.sessions.store import end_all_sessions
 from app.settings import Settings
 
 _ACCOUNT_BY_EMAIL = sa.text(
@@ -171,10 +173,13 @@ async def change_password(
 
 
 async def logout_everywhere(conn: AsyncConnection, user_id: UUID, session_version: int) -> None:
-    """End every session of a registered account, this one included."""
+    """End every session of a registered account, this one included: the session version moves
+    on (older access tokens are refused at once) and every session row ends (no refresh token
+    of the account works any more)."""
     if (await conn.execute(_LOGOUT_ALL, {"id": user_id, "sv": session_version})).first() is None:
         await _registered(conn, user_id, session_version)  # raises the reason
         raise AnonidError("invalid_session")
+    await end_all_sessions(conn, user_id, "logout_all")
 
 
 async def request_password_reset(conn: AsyncConnection, settings: Settings, email: str) -> None:

@@ -25,6 +25,7 @@ EVENT_TYPES = (
     "user.password_reset",
     "user.identity_linked",
     "user.passkey_added",
+    "user.refresh_reused",
 )
 
 # Where an event row comes from by default: bound parameters :event_id, :event_type, :event_user

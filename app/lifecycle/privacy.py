@@ -6,7 +6,8 @@ same transaction: ``user_id`` becomes NULL and the payload ``{}`` (a merge event
 as either side counts as the account's). The ``user.deleted`` event itself is stored the same way;
 only its webhook deliveries (``outbox`` rows with ``user_id`` NULL) carry ``{"id": …}``, because an
 integrating app needs the id to erase its own copy. Link tokens and every email of the account go
-with the row (``ON DELETE CASCADE``), and so do its provider identities and passkeys. After an erase no row in ``users``, ``link_tokens``,
+with the row (``ON DELETE CASCADE``), and so do its sessions, provider identities and passkeys.
+After an erase no row in ``users``, ``link_tokens``, ``sessions``, ``identities``, ``passkeys``,
 ``outbox.user_id`` or ``events`` refers to the account.
 
 Conversion requests are exported as ``pending_email`` and its expiry (and the
@@ -68,6 +69,12 @@ _IDENTITIES = sa.text(
 _PASSKEYS = sa.text(
     "SELECT id, name, aaguid, backed_up, sign_count, created_at, last_used_at "
     "FROM passkeys WHERE user_id = :id ORDER BY created_at, id"
+)
+
+# Metadata only: never a refresh-token or family hash.
+_SESSIONS = sa.text(
+    "SELECT id, created_at, last_used_at, user_agent, ended_at, ended_reason FROM sessions "
+    "WHERE user_id = :id ORDER BY created_at, id"
 )
 
 _DELETE = sa.text("DELETE FROM users WHERE id = :id RETURNING id")
@@ -153,6 +160,17 @@ async def export_user(conn: AsyncConnection, user_id: UUID) -> dict[str, Any] | 
         }
         for event in await conn.execute(_EVENTS, params)
     ]
+    sessions = [
+        {
+            "id": str(session.id),
+            "created_at": _iso(session.created_at),
+            "last_used_at": _iso(session.last_used_at),
+            "user_agent": session.user_agent,
+            "ended_at": _iso(session.ended_at),
+            "ended_reason": session.ended_reason,
+        }
+        for session in await conn.execute(_SESSIONS, params)
+    ]
     return {
         "exported_at": datetime.now(UTC).isoformat(),
         "user": user,
@@ -162,6 +180,7 @@ async def export_user(conn: AsyncConnection, user_id: UUID) -> dict[str, Any] | 
         "passkeys": passkeys,
         "emails": emails,
         "events": events,
+        "sessions": sessions,
     }
 
 

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
 from app.platform.pgpool import Db, Statement, fetchrow, row_mapping
+from app.sessions.alive import alive, lifetime_params
+from app.settings import Settings
 
 USER_COLUMNS = (
     "id, username, email, is_anonymous, data, session_version, pending_email, pending_until, "
@@ -18,6 +20,17 @@ USER_COLUMNS = (
 )
 
 _GET = Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id")
+
+# The user behind an access token, in one statement: it exists, its session version is the
+# token's, and the token's session is alive (app.sessions.alive).
+SESSION_ALIVE = f"""EXISTS (
+    SELECT FROM sessions s
+    WHERE s.user_id = u.id AND s.id = :sid AND {alive("s", "u")}
+)"""
+_SESSION_USER = Statement(
+    f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = :id AND u.session_version = :sv"
+    f" AND {SESSION_ALIVE}"
+)
 
 
 def state_of(row: Any) -> str:
@@ -50,12 +63,33 @@ def user_view(row: Any) -> dict[str, Any]:
     }
 
 
-async def get_session_user(db: Db, user_id: UUID, session_version: int) -> Any:
-    """The user behind a session, or ``invalid_session`` if it is gone or its version moved on."""
-    row = await fetchrow(db, _GET, {"id": user_id})
-    if row is None or row_mapping(row)["session_version"] != session_version:
+def session_params(
+    settings: Settings, user_id: UUID, session_version: int, sid: UUID
+) -> dict[str, Any]:
+    """The parameters of ``SESSION_ALIVE`` and of the ``id``/``sv`` guard beside it."""
+    return {"id": user_id, "sv": session_version, "sid": sid, **lifetime_params(settings)}
+
+
+async def get_session_user(
+    db: Db, settings: Settings, user_id: UUID, session_version: int, sid: UUID
+) -> Any:
+    """The user behind an access token, or ``invalid_session`` if the user is gone, its session
+    version moved on or the session is no longer alive (one statement)."""
+    params = session_params(settings, user_id, session_version, sid)
+    row = await fetchrow(db, _SESSION_USER, params)
+    if row is None:
         raise AnonidError("invalid_session")
     return row
+
+
+_LEGACY_USER = Statement(
+    f"SELECT {USER_COLUMNS} FROM users WHERE id = :id AND session_version = :sv"
+)
+
+
+async def legacy_user(db: Db, user_id: UUID, session_version: int) -> Any:
+    """The user a version-1 session token names, if it exists at that session version."""
+    return await fetchrow(db, _LEGACY_USER, {"id": user_id, "sv": session_version})
 
 
 async def get_user(conn: AsyncConnection, user_id: UUID) -> Row[Any] | None:

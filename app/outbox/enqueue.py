@@ -26,6 +26,7 @@ EMAIL_KINDS = (
     "conversion_already_registered",
     "password_reset",
     "password_changed",
+    "security_alert",
 )
 
 _INSERT = sa.text(

@@ -8,7 +8,11 @@ Removed, in batches of at most ``batch_size`` rows, each batch its own short tra
 - link tokens ``LINK_TOKEN_GRACE`` after they were used or expired, whichever came first: until
   then a click on a spent or expired link still answers "used" or "expired", not "unknown";
 - provider sign-in requests (``oauth_flows``) once expired (a redeemed one is already gone);
-- WebAuthn challenges (``webauthn_challenges``) once expired (a used one is already gone).
+- WebAuthn challenges (``webauthn_challenges``) once expired (a used one is already gone);
+- sessions ``SESSION_GRACE`` after they ended, and sessions left unrefreshed for longer than any
+  idle lifetime (``max(ANONID_ANONYMOUS_TTL_DAYS, ANONID_SESSION_TTL_DAYS)``) plus that grace:
+  whatever kind they are, they can no longer be alive (``app.sessions.alive``). A registered
+  session past its absolute lifetime but not yet idle that long waits at most the idle lifetime.
 
 Any number of processes may run it at once: rows are taken with ``FOR UPDATE SKIP LOCKED`` and
 every delete re-checks its guard, so two runs never remove a row twice or one that is not due.
@@ -32,6 +36,7 @@ log = logging.getLogger("anonid.retention")
 
 FAILED_OUTBOX_DAYS = 30
 LINK_TOKEN_GRACE = timedelta(days=7)
+SESSION_GRACE = timedelta(days=1)
 MAX_BATCH_SIZE = 10_000
 
 _CUTOFFS = sa.text(
@@ -39,7 +44,10 @@ _CUTOFFS = sa.text(
 SELECT now() - make_interval(days => :event_days) AS events,
        now() - make_interval(days => :outbox_days) AS delivered,
        now() - make_interval(days => :failed_days) AS failed,
-       now() - CAST(:token_grace AS interval) AS tokens
+       now() - CAST(:token_grace AS interval) AS tokens,
+       now() - CAST(:session_grace AS interval) AS sessions_ended,
+       ((now() - make_interval(days => :idle_days) - CAST(:session_grace AS interval))
+           AT TIME ZONE 'UTC')::date AS sessions_idle
 """
 )
 
@@ -79,6 +87,10 @@ _TOKENS = _batch(
 )
 _FLOWS = _batch("oauth_flows", "expires_at < now()", "expires_at")
 _CHALLENGES = _batch("webauthn_challenges", "expires_at < now()", "expires_at")
+_SESSIONS_ENDED = _batch("sessions", "ended_at < :cutoff", "ended_at")
+# By the UTC day of the last refresh (indexed; last_used_at is not, see migration 0009): a day's
+# rounding is within the grace.
+_SESSIONS_IDLE = _batch("sessions", "last_used_day < :cutoff", "last_used_day")
 
 
 async def _drain(
@@ -100,7 +112,7 @@ async def remove_expired(
 ) -> dict[str, int]:
     """Remove every row past its retention now; the rows removed per kind
     (``events``, ``outbox_delivered``, ``outbox_failed``, ``link_tokens``, ``oauth_flows``,
-    ``webauthn_challenges``)."""
+    ``webauthn_challenges``, ``sessions``)."""
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
     async with engine.begin() as conn:
@@ -112,6 +124,8 @@ async def remove_expired(
                     "outbox_days": settings.outbox_retention_days,
                     "failed_days": FAILED_OUTBOX_DAYS,
                     "token_grace": LINK_TOKEN_GRACE,
+                    "session_grace": SESSION_GRACE,
+                    "idle_days": max(settings.anonymous_ttl_days, settings.session_ttl_days),
                 },
             )
         ).one()
@@ -127,6 +141,7 @@ async def remove_expired(
         "link_tokens": 0,
         "oauth_flows": 0,
         "webauthn_challenges": 0,
+        "sessions": 0,
     }
     for event_type in types:
         removed["events"] += await _drain(
@@ -139,6 +154,9 @@ async def remove_expired(
     removed["link_tokens"] = await _drain(engine, _TOKENS, {"cutoff": cutoffs.tokens}, batch_size)
     removed["oauth_flows"] = await _drain(engine, _FLOWS, {}, batch_size)
     removed["webauthn_challenges"] = await _drain(engine, _CHALLENGES, {}, batch_size)
+    removed["sessions"] = await _drain(
+        engine, _SESSIONS_ENDED, {"cutoff": cutoffs.sessions_ended}, batch_size
+    ) + await _drain(engine, _SESSIONS_IDLE, {"cutoff": cutoffs.sessions_idle}, batch_size)
     if any(removed.values()):
         log.info("retention removed %s", ", ".join(f"{v} {k}" for k, v in removed.items()))
     return removed

@@ -37,13 +37,18 @@ JSON_TYPES = frozenset({"application/json"})
 MERGE_PATCH_TYPES = frozenset({"application/json", "application/merge-patch+json"})
 MAX_BODY_BYTES = 1024 * 1024
 
-# Where a successful request sets a session cookie whether or not it came with one: the guest,
-# every sign-in and link redemption of the API, the hosted forms and the admin console (whose
-# every form acts with its own SameSite=Strict session). Exact paths, and prefixes for the
-# families (every POST /v1/login…, every /account/ and /admin/ form); a path here that some method
-# does not serve is refused cross-site all the same, which costs nothing. A new endpoint that
-# starts a session belongs here (POST /v1/oauth/{provider}/token does, by its pattern); a
-# provider's callback does not (providers post it cross-site by design; its state protects it).
+# Where a successful request sets session cookies whether or not it came with one: the guest,
+# every sign-in and link redemption of the API, the refresh, the hosted forms and the admin
+# console (whose every form acts with its own SameSite=Strict session). Exact paths, and prefixes
+# for the families (every POST /v1/login…, every /account/ and /admin/ form); a path here that
+# some method does not serve is refused cross-site all the same, which costs nothing. A new
+# endpoint that starts a session belongs here (POST /v1/oauth/{provider}/token does, by its
+# pattern); a provider's callback does not (providers post it cross-site by design; its one-time
+# state protects it).
+# POST /v1/session/refresh is here although it may come with no cookie at all: nothing legitimate
+# calls it cross-site from a browser (a page of an allowed origin, an app or a backend forwarding
+# the refresh cookie all pass), and a foreign page must not rotate, or with a stolen token plant,
+# a visitor's session cookies.
 SESSION_STARTING = frozenset(
     {
         "/v1/anonymous",
@@ -51,6 +56,7 @@ SESSION_STARTING = frozenset(
         "/v1/password-reset/confirm",
         "/v1/conversion/confirm",
         "/admin",
+        "/v1/session/refresh",
     }
 )
 SESSION_STARTING_PREFIXES = ("/v1/login", "/account/", "/admin/")
@@ -73,11 +79,16 @@ def _origin_of(url: str) -> str | None:
 
 class RequestGuard:
     def __init__(
-        self, app: ASGIApp, *, cookie_name: str, allowed_origins: frozenset[str], data_max: int
+        self,
+        app: ASGIApp,
+        *,
+        cookie_names: tuple[str, ...],
+        allowed_origins: frozenset[str],
+        data_max: int,
     ) -> None:
         self.app = app
-        self.cookie_name = cookie_name
-        self._cookie_bytes = cookie_name.encode()
+        self.cookie_names = cookie_names
+        self._cookie_bytes = tuple(name.encode() for name in cookie_names)
         self.allowed_origins = allowed_origins
         # Room for a merge patch that removes much of a document, but bounded.
         self.max_body = max(MAX_BODY_BYTES, 2 * data_max)
@@ -138,12 +149,16 @@ class RequestGuard:
         return None
 
     def carries_session(self, scope: Scope) -> bool:
-        """Whether the endpoint will see a session cookie: the cookies exactly as it reads them
-        (``request_cookies``), parsed only when a ``Cookie`` header mentions the name."""
+        """Whether the endpoint will see either session cookie (access or refresh: CONTRACT §4
+        counts both): the cookies exactly as it reads them (``request_cookies``), parsed only
+        when a ``Cookie`` header mentions one of the names."""
         raw_headers = scope["headers"]
-        if not any(k == b"cookie" and self._cookie_bytes in v for k, v in raw_headers):
+        if not any(
+            k == b"cookie" and any(name in v for name in self._cookie_bytes) for k, v in raw_headers
+        ):
             return False
-        return bool(request_cookies(raw_headers).get(self.cookie_name))
+        cookies = request_cookies(raw_headers)
+        return any(cookies.get(name) for name in self.cookie_names)
 
     def _media_type(self, method: str, path: str, headers: dict[bytes, bytes]) -> str | None:
         if not path.startswith("/v1/"):

@@ -133,13 +133,10 @@ class RateLimiter:
         under ``ANONID_LOGIN_RATE_LIMIT`` (a budget of its own, apart from users' logins)."""
         await self._hit(self.login_limits, ("console", "ip", ip_bucket(self.client(request))))
 
-    async def hit_data(self, user_id: UUID) -> None:
-        """One profile data write (``PATCH`` or ``PUT /v1/me/data``) for this session.
-
-        Keyed by the session's user id: a session has no id of its own until sessions become a
-        table (a later issue), and every session of a user then shares this limit.
-        """
-        await self._hit(self.data_limits, ("data", "session", str(user_id)))
+    async def hit_data(self, session_id: UUID) -> None:
+        """One profile data write (``PATCH`` or ``PUT /v1/me/data``) for this session (its
+        ``sid``: a rotation keeps it, so refreshing does not reset the count)."""
+        await self._hit(self.data_limits, ("data", "session", str(session_id)))
 
     async def _hit(self, items: list[RateLimitItem], key: tuple[str, ...]) -> None:
         for item in items:

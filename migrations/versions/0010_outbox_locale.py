@@ -6,7 +6,7 @@ see which language a delivery was in. Webhooks and rows queued before this revis
 Adding a nullable column without a default rewrites nothing: instant on any size of outbox.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2027-01-15
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

@@ -3,9 +3,9 @@
 - ``passkeys``: one row per WebAuthn credential of a user (credential id unique), with its COSE
   public key and the signature counter last seen; cascades with the user, indexed by user.
 - ``webauthn_challenges``: one row per ceremony in flight, keyed by the challenge itself, bound to
-  the session that asked (``register``: user and session version) or to the browser that asked
-  (``login``: SHA-256 of its short cookie, and of the ``X-Anonid-Challenge-Id`` the options
-  carried). Consumed by one ``DELETE … RETURNING``, so a challenge is used at most once; expired
+  the session that asked (``register``: user, session version and session id) or to the browser
+  that asked (``login``: SHA-256 of its short cookie, and of the ``X-Anonid-Challenge-Id`` the
+  options carried). Consumed by one ``DELETE … RETURNING``, so a challenge is used at most once; expired
   rows go with retention.
 - A registered account may now keep a passkey as its only way to sign in: the constraint trigger
   function of migration 0011 also accepts an account without address and identity when it has a
@@ -117,13 +117,15 @@ def upgrade() -> None:
         sa.Column("purpose", sa.Text, nullable=False),
         sa.Column("user_id", UUID(as_uuid=True)),
         sa.Column("session_version", sa.Integer),
+        sa.Column("session_id", UUID(as_uuid=True)),
         sa.Column("browser_hash", BYTEA),
         sa.Column("client_hash", BYTEA),
         sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
         sa.Column("expires_at", TS, nullable=False),
         sa.PrimaryKeyConstraint("challenge", name="pk_webauthn_challenges"),
         sa.CheckConstraint(
-            "(purpose = 'register' AND user_id IS NOT NULL AND session_version IS NOT NULL)"
+            "(purpose = 'register' AND user_id IS NOT NULL AND session_version IS NOT NULL"
+            " AND session_id IS NOT NULL)"
             " OR (purpose = 'login' AND browser_hash IS NOT NULL AND client_hash IS NOT NULL)",
             name="ck_webauthn_challenges_bound",
         ),
