@@ -506,3 +506,25 @@ async def test_sign_in_challenges_are_limited_per_client_like_new_guests(
     r = await c.post("/v1/login/passkey/options")
     assert r.status_code == 429 and r.json()["error"] == "rate_limited"
     assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_adding_a_passkey_renews_this_session_and_leaves_the_accounts_others(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    device = authenticator()
+    async with bare_client(app) as laptop, bare_client(app) as phone:
+        account = await register(laptop, engine)
+        r = await phone.post(
+            "/v1/login", json={"email": account["email"], "password": account["password"]}
+        )
+        assert r.status_code == 200
+        # A registration challenge serves the session that asked, not another of the account.
+        credential = device.create(await creation_options(laptop))
+        r = await phone.post("/v1/me/passkeys", json={"credential": credential})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_passkey"
+        assert (
+            await laptop.post("/v1/me/passkeys", json={"credential": credential})
+        ).status_code == 201
+        sessions = (await laptop.get("/v1/me/sessions")).json()["sessions"]
+        assert len(sessions) == 2 and sum(s["current"] for s in sessions) == 1
+        assert (await phone.get("/v1/me")).status_code == 200
