@@ -528,3 +528,22 @@ async def test_adding_a_passkey_renews_this_session_and_leaves_the_accounts_othe
         sessions = (await laptop.get("/v1/me/sessions")).json()["sessions"]
         assert len(sessions) == 2 and sum(s["current"] for s in sessions) == 1
         assert (await phone.get("/v1/me")).status_code == 200
+
+
+async def test_an_app_on_an_allowed_origin_may_send_and_read_the_challenge_id(
+    app_with: AppFactory,
+) -> None:
+    _, c = await app_with(allowed_origins="https://shop.example")
+    pre = await c.options(
+        "/v1/login/passkey",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-anonid-challenge-id",
+        },
+    )
+    assert pre.status_code == 200
+    assert "x-anonid-challenge-id" in pre.headers["access-control-allow-headers"].lower()
+    r = await c.post("/v1/login/passkey/options", headers={"Origin": "https://shop.example"})
+    assert "x-anonid-challenge-id" in r.headers["access-control-expose-headers"]
+    assert r.headers[CHALLENGE_ID]
