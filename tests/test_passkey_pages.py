@@ -23,14 +23,7 @@ from tests.passkey_support import (
     passkey_account,
     request_options,
 )
-
-CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-def _csrf(page: httpx.Response) -> str:
-    match = CSRF_FIELD.search(page.text)
-    assert match is not None, page.text
-    return match.group(1)
+from tests.test_pages import _csrf
 
 
 def _policy(page: httpx.Response) -> str:
