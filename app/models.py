@@ -145,6 +145,15 @@ oauth_flows = sa.Table(
     sa.Column("expires_at", TS, nullable=False, index=True),
 )
 
+# ALTCHA challenges whose solution created a guest (CONTRACT §16), keyed by the challenge (the
+# SHA-256 its solution reproduces); kept until the challenge expires (app.hooks.challenge).
+spent_challenges = sa.Table(
+    "spent_challenges",
+    metadata,
+    sa.Column("challenge", BYTEA, primary_key=True),
+    sa.Column("expires_at", TS, nullable=False, index=True),
+)
+
 # One row per sign-in (CONTRACT §4); ``id`` is the access token's ``sid``. Refresh tokens are
 # kept only as SHA-256 hashes (app.sessions.refresh).
 sessions = sa.Table(

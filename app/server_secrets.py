@@ -7,7 +7,7 @@ leave the database and the process: no log line, response or export carries one.
 
 Reusable: ``csrf`` keys the hosted forms' (and the console's) tokens, ``console`` signs the admin
 console's session cookie (``app.admin.session``); a later feature that needs a key of its own (the
-email codes' HMAC, the ALTCHA key) adds its name to ``NAMES`` and reads
+email codes' HMAC, the ALTCHA key, ``altcha``: app.hooks.challenge) adds its name to ``NAMES`` and reads
 ``svc.server_secrets[name]``. Never reuse one secret for two purposes.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-NAMES = ("csrf", "console")
+NAMES = ("csrf", "console", "altcha")
 SECRET_BYTES = 32
 
 _CREATE = sa.text(

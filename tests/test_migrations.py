@@ -387,7 +387,12 @@ async def test_migration_0011_upgrades_a_populated_database_and_registered_accou
 async def test_migration_0013_upgrades_a_populated_database_and_an_account_may_keep_only_a_passkey(
     scratch_url: str,
 ) -> None:
-    await asyncio.to_thread(_alembic, scratch_url, "upgrade", "0011")
+    # The revision before 0013, whichever it is once the migrations are chained.
+    before_passkeys = (
+        ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_revision("0013").down_revision
+    )
+    assert isinstance(before_passkeys, str)
+    await asyncio.to_thread(_alembic, scratch_url, "upgrade", before_passkeys)
     engine = create_engine(scratch_url, pool_size=1)
     member = uuid.uuid4()
     try:
@@ -426,16 +431,16 @@ async def test_migration_0013_upgrades_a_populated_database_and_an_account_may_k
 
         # Going back cannot represent that account: the downgrade refuses and changes nothing.
         with pytest.raises(sa.exc.IntegrityError, match="signs in with passkeys only"):
-            await asyncio.to_thread(_alembic, scratch_url, "downgrade", "0011")
+            await asyncio.to_thread(_alembic, scratch_url, "downgrade", before_passkeys)
         assert await _counts(engine, ("passkeys",)) == {"passkeys": 1}
         async with engine.begin() as conn:
             await conn.execute(
                 sa.text("UPDATE users SET email = 'member@x.test' WHERE id = :id"), {"id": member}
             )
         await engine.dispose()
-        await asyncio.to_thread(_alembic, scratch_url, "downgrade", "0011")
+        await asyncio.to_thread(_alembic, scratch_url, "downgrade", before_passkeys)
         assert await _counts(engine, ("users", "events", "identities")) == before
-        # Back at 0011 the rule names addresses and identities only, as it did.
+        # Back before 0013 the rule names addresses and identities only, as it did.
         async with engine.connect() as conn:
             with pytest.raises(sa.exc.IntegrityError, match="needs an address or an identity\n"):
                 async with conn.begin():

@@ -36,7 +36,9 @@ async def test_the_login_page_offers_a_passkey_with_anonids_own_script_only(app:
     assert page.status_code == 200
     assert 'data-passkey="get"' in page.text and "Sign in with a passkey" in page.text
     # One script, a file of anonid's own; nothing inline, nothing from elsewhere.
-    assert re.findall(r"<script[^>]*>", page.text) == ['<script src="/account/passkeys.js" defer>']
+    assert re.findall(r"<script[^>]*>", page.text) == [
+        '<script src="/account/assets/passkeys.js" defer>'
+    ]
     assert "script-src 'self';" in _policy(page) and "connect-src 'self';" in _policy(page)
     assert "default-src 'none'" in _policy(page) and "unsafe-inline'; img-src" in _policy(page)
 
@@ -50,7 +52,7 @@ async def test_under_an_ip_address_no_page_offers_a_passkey(app_with: AppFactory
 
 
 async def test_the_passkey_script_is_served_as_javascript(client: httpx.AsyncClient) -> None:
-    r = await client.get("/account/passkeys.js")
+    r = await client.get("/account/assets/passkeys.js")
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/javascript; charset=utf-8"
     assert r.headers["x-content-type-options"] == "nosniff"

@@ -172,7 +172,21 @@ async def _flow(engine: AsyncEngine, expires_in: timedelta) -> bytes:
     return digest
 
 
-async def _challenge(engine: AsyncEngine, expires_in: timedelta) -> bytes:
+async def _spent_challenge(engine: AsyncEngine, expires_in: timedelta) -> bytes:
+    """A spent_challenges row (a solution that made a guest) expiring ``expires_in`` from now."""
+    challenge = hashlib.sha256(secrets.token_bytes(16)).digest()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO spent_challenges (challenge, expires_at) "
+                "VALUES (:c, now() + make_interval(secs => :s))"
+            ),
+            {"c": challenge, "s": expires_in.total_seconds()},
+        )
+    return challenge
+
+
+async def _passkey_challenge(engine: AsyncEngine, expires_in: timedelta) -> bytes:
     """A webauthn_challenges row (a passkey sign-in in flight) expiring ``expires_in`` from now."""
     challenge = secrets.token_bytes(64)
     async with engine.begin() as conn:
@@ -234,10 +248,15 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "live": await _flow(own_engine, timedelta(minutes=5)),
         }
         challenges = {
-            "expired": await _challenge(own_engine, -timedelta(seconds=1)),
-            "expired_long_ago": await _challenge(own_engine, -day),
-            "expired_earlier": await _challenge(own_engine, -timedelta(minutes=3)),
-            "live": await _challenge(own_engine, timedelta(minutes=4)),
+            "expired": await _spent_challenge(own_engine, -timedelta(seconds=1)),
+            "expired_long_ago": await _spent_challenge(own_engine, -timedelta(days=1)),
+            "live": await _spent_challenge(own_engine, timedelta(minutes=5)),
+        }
+        passkey_challenges = {
+            "expired": await _passkey_challenge(own_engine, -timedelta(seconds=1)),
+            "expired_long_ago": await _passkey_challenge(own_engine, -day),
+            "expired_earlier": await _passkey_challenge(own_engine, -timedelta(minutes=3)),
+            "live": await _passkey_challenge(own_engine, timedelta(minutes=4)),
         }
         before = await _stats(client, 10)
         assert before[old_day.isoformat()] == _funnel(created=3)
@@ -252,14 +271,18 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "oauth_flows": 2,
             "webauthn_challenges": 3,
             "sessions": 0,  # the guests' sessions are alive (tests/test_sessions.py)
+            "challenges": 2,
         }
+        assert await _left(
+            own_engine, "spent_challenges", "challenge", list(challenges.values())
+        ) == {challenges["live"]}
         assert await _left(own_engine, "oauth_flows", "state_hash", list(flows.values())) == {
             flows["live"]
         }
         left = await _left(
-            own_engine, "webauthn_challenges", "challenge", list(challenges.values())
+            own_engine, "webauthn_challenges", "challenge", list(passkey_challenges.values())
         )
-        assert left == {challenges["live"]}
+        assert left == {passkey_challenges["live"]}
         assert await _left(own_engine, "events", "id", old) == set()
         assert await _left(own_engine, "events", "id", kept) == set(kept)
         assert await _left(own_engine, "outbox", "id", list(outbox.values())) == {

@@ -6,6 +6,7 @@ connection meanwhile let a burst of password guesses starve every other request 
 (the outside review measured another user's answer go from 12 ms to 1.7 s). So each flow reads
 what it needs in one short statement, hashes with no connection held, then writes in one
 transaction whose guarded statements refuse the write if the account or link moved on meanwhile.
+The ``custom_claims`` hook is asked once that transaction has ended (``with_app_claims``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from app.lifecycle import conversion, credentials
 from app.lifecycle.passwords import check_policy, hash_password
 from app.lifecycle.tokens import Purpose, peek_link_token
 from app.services import Services
-from app.sessions.store import Pair, start
+from app.sessions.store import Pair, start, with_app_claims
 
 
 async def limit_credentials(request: Request, svc: Services, email: str | None) -> None:
@@ -43,7 +44,7 @@ async def login_and_merge(
         merged = None
         if session is not None and session.claims.anon and svc.settings.merge_on_login:
             merged = await conversion.merge_guest(
-                conn, svc.settings, session.claims.sub, session.claims.sv, row.id
+                conn, svc.settings, session.claims.sub, session.claims.sv, row.id, svc.hooks
             )
         pair = await start(
             conn,
@@ -54,6 +55,7 @@ async def login_and_merge(
             if session is None or session.claims.anon
             else (session.claims.sub, session.claims.sid),
         )
+    pair = await with_app_claims(svc, pair)
     return pair, None if merged is None or session is None else str(session.claims.sub)
 
 
@@ -71,7 +73,8 @@ async def change_password(
     )
     async with svc.engine.begin() as conn:
         row = await credentials.change_password(conn, svc.settings, account, new_hash)
-        return await start(conn, svc, row, user_agent=user_agent(request), end_others=True)
+        pair = await start(conn, svc, row, user_agent=user_agent(request), end_others=True)
+    return await with_app_claims(svc, pair)
 
 
 async def redeem_with_password(
@@ -88,4 +91,5 @@ async def redeem_with_password(
             row = await conversion.redeem_setup_link(conn, svc.settings, token, password_hash)
         else:
             row = await credentials.confirm_password_reset(conn, svc.settings, token, password_hash)
-        return await start(conn, svc, row, user_agent=user_agent, end_others=True)
+        pair = await start(conn, svc, row, user_agent=user_agent, end_others=True)
+    return await with_app_claims(svc, pair)

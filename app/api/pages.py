@@ -99,16 +99,27 @@ def _html(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
     return documented
 
 
-def content_security_policy(settings: Settings, *, scripts: bool = False) -> str:
-    """The pages' CSP: inline styles, images only from the brand's logo, and no script at all;
-    with ``scripts`` (pages offering passkeys) anonid's own script file and requests to anonid
-    only: still nothing inline, nothing from elsewhere."""
+def content_security_policy(
+    settings: Settings, *, scripts: bool = False, guest_script: bool = False
+) -> str:
+    """The pages' CSP: no script at all, inline styles, images only from the brand's logo. Pages
+    offering passkeys (``scripts``) run ``/account/assets/passkeys.js`` and fetch from anonid; a
+    page that creates a guest (``guest_script``) runs ``/account/assets/anonid-guest.js`` and the
+    vendored ALTCHA widget: scripts, workers and fetches stay ``'self'``, nothing is inline."""
     # img-src data: for the page's empty icon (else browsers fetch /favicon.ico).
     images = " ".join(filter(None, ("data:", brand_of(settings).logo_origin)))
-    own_scripts = "script-src 'self'; connect-src 'self'; " if scripts else ""
+    if guest_script:
+        own = (
+            "script-src 'self'; worker-src 'self'; connect-src 'self'; "
+            "style-src 'self' 'unsafe-inline'; "
+        )
+    elif scripts:
+        own = "script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    else:
+        own = "style-src 'unsafe-inline'; "
     return (
-        f"default-src 'none'; {own_scripts}style-src 'unsafe-inline'; img-src {images}; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        f"default-src 'none'; {own}img-src {images}; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
     )
 
 

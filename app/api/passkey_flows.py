@@ -25,7 +25,7 @@ from app.errors import AnonidError
 from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
 from app.lifecycle.tokens import consume_link_token
 from app.services import Services
-from app.sessions.store import Pair, start
+from app.sessions.store import Pair, start, with_app_claims
 
 CHALLENGE_ID_HEADER = "X-Anonid-Challenge-Id"
 
@@ -39,7 +39,8 @@ async def passkey_session(
     *,
     converted: bool,
 ) -> Pair:
-    """THE one place a passkey begins a session for ``account``, in the caller's transaction. A
+    """THE one place a passkey begins a session for ``account``, in the caller's transaction
+    (the ``custom_claims`` hook is asked once it has ended: ``with_app_claims``). A
     guest converted in place ends its other sessions (its version moved on, CONTRACT §4); a
     registered session the request came with is replaced by the new one (renewed); a merged
     guest's sessions went with the guest."""
@@ -120,12 +121,13 @@ async def add_passkey(
                 conn, svc.settings, user_id, version, verified, cleaned, email=email
             )
             converted = session.claims.anon
-            return await passkey_session(conn, svc, request, account, session, converted=converted)
+            pair = await passkey_session(conn, svc, request, account, session, converted=converted)
     except sqlalchemy.exc.IntegrityError as exc:
         # The link's address was verified by another account meanwhile: nothing changed.
         if EMAIL_UNIQUE_INDEX in str(exc.orig):
             raise AnonidError("email_taken") from None
         raise
+    return await with_app_claims(svc, pair)
 
 
 async def login_options(request: Request, svc: Services) -> tuple[dict[str, Any], str, str]:
@@ -175,7 +177,7 @@ async def sign_in(
         guest = (session.claims.sub, session.claims.sv)
     async with svc.engine.begin() as conn:
         account, merged_from = await passkey_store.sign_in_with_passkey(
-            conn, svc.settings, stored, new_count, guest
+            conn, svc.settings, stored, new_count, guest, svc.hooks
         )
         pair = await passkey_session(conn, svc, request, account, session, converted=False)
-    return pair, merged_from
+    return await with_app_claims(svc, pair), merged_from

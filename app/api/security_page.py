@@ -1,6 +1,5 @@
 """The hosted security page (CONTRACT §15): the signed-in account's passkeys (add, rename,
-remove) and provider identities, as plain forms with CSRF tokens like the other hosted pages;
-and ``/account/passkeys.js``, the one script the hosted pages load (passkey ceremonies).
+remove) and provider identities, as plain forms with CSRF tokens like the other hosted pages.
 
 Adding a passkey needs JavaScript (WebAuthn has no form of its own); the lists, renaming and
 removing work without it. Sessions join this page with the sessions table.
@@ -8,7 +7,6 @@ removing work without it. Sessions join this page with the sessions table.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -36,28 +34,12 @@ from app.services import Services
 
 router = APIRouter(prefix="/account", tags=["hosted pages"])
 
-SCRIPT = (Path(__file__).resolve().parent.parent / "static" / "passkeys.js").read_bytes()
-SCRIPT_HEADERS = {
-    "Cache-Control": "public, max-age=3600",
-    "X-Content-Type-Options": "nosniff",
-    "Cross-Origin-Resource-Policy": "cross-origin",  # apps may load it (the demo storefront)
-}
 FORM = "security"
 NOTICES = {
     "add": N_("Your passkey is saved."),
     "rename": N_("The passkey is renamed."),
     "remove": N_("The passkey is removed."),
 }
-
-
-@router.get(
-    "/passkeys.js",
-    summary="The hosted pages' passkey script (also usable by apps: `anonidPasskeys`)",
-    response_class=Response,
-    responses={200: {"content": {"text/javascript": {"schema": {"type": "string"}}}}},
-)
-async def passkeys_script() -> Response:
-    return Response(SCRIPT, media_type="text/javascript; charset=utf-8", headers=SCRIPT_HEADERS)
 
 
 def _day(value: Any) -> str | None:

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.credentials.passkeys import PASSKEY_REFUSED, NewPasskey
 from app.errors import N_, AnonidError
+from app.hooks.client import Hooks
 from app.lifecycle.conversion import merge_guest
 from app.lifecycle.events import record_event
 from app.lifecycle.promotion import promote_guest
@@ -199,17 +200,18 @@ async def sign_in_with_passkey(
     passkey: StoredPasskey,
     new_count: int,
     guest: tuple[UUID, int] | None,
+    hooks: Hooks | None = None,
 ) -> tuple[Row[Any], UUID | None]:
     """Record the use (refused when another use got there first with the same or a higher
-    count), then fold in the guest of ``(id, session_version)``, if any: the account and the
-    guest's id when it was merged."""
+    count), then fold in the guest of ``(id, session_version)``, if any (asking the
+    ``before_merge`` hook of ``hooks``): the account and the guest's id when it was merged."""
     used = (await conn.execute(_USE, {"id": passkey.id, "count": new_count})).first()
     if used is None:
         raise AnonidError("invalid_credentials", PASSKEY_REFUSED)
     account = (await conn.execute(_REGISTERED, {"id": used.user_id})).one()
     if guest is None or not settings.merge_on_login:
         return account, None
-    merged = await merge_guest(conn, settings, guest[0], guest[1], account.id)
+    merged = await merge_guest(conn, settings, guest[0], guest[1], account.id, hooks)
     if merged is None:
         return account, None
     return merged, guest[0]

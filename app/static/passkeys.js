@@ -1,5 +1,5 @@
 // anonid's passkey helper (CONTRACT §14): no dependencies, no inline script, served by anonid at
-// /account/passkeys.js. It turns anonid's WebAuthn JSON options into what navigator.credentials
+// /account/assets/passkeys.js. It turns anonid's WebAuthn JSON options into what navigator.credentials
 // takes, and the browser's answer back into PublicKeyCredential JSON.
 //
 // - Hosted pages: every <form data-passkey="create|get" data-options="…"> stays hidden without

@@ -13,7 +13,7 @@
   back. Rows already there are unchanged (no account has a passkey yet).
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0014
 Create Date: 2026-12-12
 """
 
@@ -24,7 +24,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import BYTEA, UUID
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -4,8 +4,8 @@
 const anonid = document.body.dataset.anonid;
 let session = document.body.dataset.session; // "none" | "guest" | "registered"
 
-async function call(method, path, body, type = "application/json") {
-  const init = { method, credentials: "include", headers: {} };
+async function call(method, path, body, type = "application/json", headers = {}) {
+  const init = { method, credentials: "include", headers: { ...headers } };
   if (body !== undefined) {
     init.headers["Content-Type"] = type;
     init.body = JSON.stringify(body);
@@ -15,6 +15,7 @@ async function call(method, path, body, type = "application/json") {
   if (!response.ok) {
     const error = new Error((payload && payload.message) || response.statusText);
     error.status = response.status;
+    error.code = payload && payload.error;
     throw error;
   }
   return payload;
@@ -48,8 +49,35 @@ function signupStatus(text) {
   status.hidden = false;
 }
 
+// When anonid asks for a proof of work before making a guest (ANONID_ANONYMOUS_CHALLENGE=altcha),
+// a Web Worker solves its ALTCHA challenge, so the page stays responsive meanwhile.
+function solve(challenge) {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(document.body.dataset.challengeWorker);
+    worker.onmessage = (event) => {
+      worker.terminate();
+      if (event.data.number === null) reject(new Error("The challenge could not be solved."));
+      else resolve(event.data.number);
+    };
+    worker.onerror = (event) => { worker.terminate(); reject(new Error(event.message)); };
+    worker.postMessage(challenge);
+  });
+}
+
+async function solvedChallenge() {
+  const challenge = await call("GET", "/v1/challenge");
+  const number = await solve(challenge);
+  const { algorithm, salt, signature } = challenge;
+  return btoa(JSON.stringify({ algorithm, challenge: challenge.challenge, number, salt, signature }));
+}
+
 async function startGuest() {
-  await call("POST", "/v1/anonymous");
+  try {
+    await call("POST", "/v1/anonymous");
+  } catch (err) {
+    if (err.code !== "challenge_required" && err.code !== "challenge_failed") throw err;
+    await call("POST", "/v1/anonymous", undefined, undefined, { "X-Anonid-Challenge": await solvedChallenge() });
+  }
   session = "guest";
   document.getElementById("who-label").textContent = "Guest";
 }
