@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.account_support import bare_client, fresh_email, last_token, new_guest
+from tests.account_support import bare_client, fresh_email, last_token, new_guest, register
 from tests.conftest import AppFactory
 from tests.oidc_app import events_of
 from tests.passkey_support import (
@@ -243,3 +243,31 @@ async def test_the_security_page_without_a_session_shows_the_way_to_log_in(app: 
             "/account/security", data={"csrf": "none", "action": "remove", "passkey_id": "x"}
         )
         assert r.status_code == 401
+
+
+async def test_the_security_page_lists_the_sessions_and_signs_another_one_out(
+    app: FastAPI, engine: AsyncEngine
+) -> None:
+    async with bare_client(app) as laptop, bare_client(app) as phone:
+        account = await register(laptop, engine)
+        login = {"email": account["email"], "password": account["password"]}
+        assert (await phone.post("/v1/login", json=login)).status_code == 200
+        sessions = (await laptop.get("/v1/me/sessions")).json()["sessions"]
+        mine = next(s["id"] for s in sessions if s["current"])
+        other = next(s["id"] for s in sessions if not s["current"])
+        page = await laptop.get("/account/security")
+        assert "This device" in page.text and f'value="{other}"' in page.text
+        assert f'name="session_id" value="{mine}"' not in page.text  # "Log out" ends this one
+        own = await laptop.post(
+            "/account/security",
+            data={"csrf": _csrf(page), "action": "end_session", "session_id": mine},
+        )
+        assert own.status_code == 404
+        ended = await laptop.post(
+            "/account/security",
+            data={"csrf": _csrf(page), "action": "end_session", "session_id": other},
+        )
+        assert ended.status_code == 200 and "That session is ended." in ended.text
+        assert f'value="{other}"' not in ended.text
+        assert (await phone.get("/v1/me")).status_code == 401
+        assert (await laptop.get("/v1/me")).status_code == 200

@@ -242,17 +242,17 @@ async def test_the_setup_page_and_the_security_page_work_with_a_passkey(
     async with page.expect_navigation():
         await add.click()
     await expect(page.get_by_role("status")).to_have_text("Your passkey is saved.")
-    await expect(page.locator("li.item strong.name")).to_have_count(2)
-    first = page.locator("li.item").first
+    await expect(page.locator("li.passkey strong.name")).to_have_count(2)
+    first = page.locator("li.passkey").first
     await first.get_by_label("Name of this passkey").fill("Work laptop")
     async with page.expect_navigation():
         await first.get_by_role("button", name="Rename Passkey").click()
     await expect(page.get_by_role("status")).to_have_text("The passkey is renamed.")
-    await expect(page.locator("li.item strong.name").first).to_have_text("Work laptop")
+    await expect(page.locator("li.passkey strong.name").first).to_have_text("Work laptop")
     await journey.shot(page, "passkey-security")
     async with page.expect_navigation():
         await page.get_by_role("button", name="Remove Work laptop").click()
-    await expect(page.locator("li.item strong.name")).to_have_count(1)
+    await expect(page.locator("li.passkey strong.name")).to_have_count(1)
     await context.close()
     assert journey.problems == []
 
