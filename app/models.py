@@ -184,7 +184,7 @@ sessions = sa.Table(
     sa.Column("rotated_at", TS),
     sa.Column("ended_at", TS),
     sa.Column("ended_reason", sa.Text),
-    postgresql_with={"fillfactor": 70},
+    # fillfactor 70 is set by migration 0009 (SQLAlchemy 2.0 cannot say it here).
 )
 sa.Index(
     "ix_sessions_ended_at",
