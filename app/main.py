@@ -14,7 +14,20 @@ from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
 from app.admin import router as console_router
-from app.api import account, admin, assets, challenge, devmail, errors, oauth, ops, pages, public
+from app.api import (
+    account,
+    admin,
+    assets,
+    challenge,
+    devmail,
+    errors,
+    oauth,
+    ops,
+    pages,
+    passkeys,
+    public,
+    security_page,
+)
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
 from app.api import sessions as sessions_api
@@ -150,8 +163,10 @@ def create_app(
     app.include_router(challenge.router)
     app.include_router(account.router)
     app.include_router(oauth.router)
+    app.include_router(passkeys.router)
     app.include_router(sessions_api.router)
     app.include_router(pages.router)
+    app.include_router(security_page.router)
     app.include_router(assets.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)
@@ -184,9 +199,10 @@ def create_app(
             "authorization",
             "x-anonid-token",
             "x-anonid-challenge",
+            "x-anonid-challenge-id",
             "x-request-id",
         ],
-        expose_headers=["x-request-id"],
+        expose_headers=["x-request-id", "x-anonid-challenge-id"],
         max_age=600,
     )
     # Outermost of all: every response, refusals included, gets a request id, a log line, metrics.

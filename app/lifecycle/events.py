@@ -24,6 +24,7 @@ EVENT_TYPES = (
     "user.deleted",
     "user.password_reset",
     "user.identity_linked",
+    "user.passkey_added",
     "user.refresh_reused",
 )
 
