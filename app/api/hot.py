@@ -1,5 +1,5 @@
-"""The three hottest endpoints as plain ASGI: ``POST /v1/anonymous``, ``GET /v1/me`` and
-``PATCH /v1/me/data`` (CONTRACT §5).
+"""The hottest endpoints as plain ASGI: ``POST /v1/anonymous``, ``GET /v1/me``,
+``PATCH /v1/me/data`` and ``POST /v1/session/refresh`` (CONTRACT §4, §5).
 
 ``HotPaths`` sits innermost of the middleware, so these requests pass the request guard (CSRF,
 media types, body size), CORS and the observer (request id, access log, metrics) like every other
@@ -52,6 +52,7 @@ from app.lifecycle.users import get_session_user, user_view
 from app.platform.ratelimit import client_ip
 from app.platform.request_auth import request_cookies
 from app.services import Services
+from app.sessions.refresh import redeem
 from app.sessions.store import Pair, start, with_app_claims
 from app.sessions.useragent import summarise
 
@@ -127,6 +128,10 @@ def _private(req: HotRequest, session: Session, content: Any) -> Reply:
 
 
 async def _json_body(receive: Receive) -> Any:
+    return parse_json(await _raw_body(receive))
+
+
+async def _raw_body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     while True:
         message = await receive()
@@ -135,7 +140,7 @@ async def _json_body(receive: Receive) -> Any:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
-    return parse_json(b"".join(chunks))
+    return b"".join(chunks)
 
 
 async def _session_user(req: HotRequest, session: Session) -> Any:
@@ -220,12 +225,38 @@ async def patch_data(req: HotRequest, receive: Receive) -> Reply:
     return _private(req, session, {"data": data})
 
 
+def presented(body: bytes, cookies: dict[str, str], refresh_name: str) -> tuple[str, bool]:
+    """The refresh token of a ``POST /v1/session/refresh`` and whether it came in the body
+    (``{"refresh_token": …}``; without one, the refresh cookie)."""
+    if body:
+        document: Any = parse_json(body)
+        token = document.get("refresh_token") if isinstance(document, dict) else None
+        if isinstance(token, str) and token:
+            return token, True
+    cookie = cookies.get(refresh_name)
+    if not cookie:
+        raise AnonidError("invalid_session", "No refresh token came with the request.")
+    return cookie, False
+
+
+async def refresh_session(req: HotRequest, receive: Receive) -> Reply:
+    """``POST /v1/session/refresh``: the rotated pair (``app.sessions.refresh.redeem``), in the
+    body when the token came in it or with ``X-Anonid-Token: bearer``, else as both cookies."""
+    svc = req.svc
+    token, in_body = presented(await _raw_body(receive), req.cookies, svc.cookies.refresh_name)
+    pair = await redeem(svc.pool, svc, token)
+    bearer = in_body or wants_bearer(req.header(b"x-anonid-token"))
+    body, cookies = session_body(svc, pair, bearer)
+    return Reply(200, body, cookies)
+
+
 Handler = Callable[[HotRequest, Receive], Awaitable[Reply]]
 
 HANDLERS: dict[tuple[str, str], Handler] = {
     ("POST", "/v1/anonymous"): create_anonymous,
     ("GET", "/v1/me"): me,
     ("PATCH", "/v1/me/data"): patch_data,
+    ("POST", "/v1/session/refresh"): refresh_session,
 }
 
 
