@@ -28,8 +28,9 @@ from app.api.deps import (
 from app.api.errors import responses
 from app.api.responses import empty_response, json_response, private_response, session_response
 from app.api.schemas import SessionOut
+from app.credentials import passwords
 from app.errors import AnonidError
-from app.lifecycle import conversion, credentials
+from app.lifecycle import conversion
 from app.lifecycle.addresses import (
     SMTPUTF8_UNAVAILABLE,
     SMTPUTF8_UNKNOWN,
@@ -254,7 +255,7 @@ async def logout_all(
     conn: AsyncConnection = Transaction,
     session: Session = Depends(require_session),
 ) -> Response:
-    await credentials.logout_everywhere(conn, session.claims.sub, session.claims.sv)
+    await passwords.logout_everywhere(conn, session.claims.sub, session.claims.sv)
     return empty_response(services(request), clear_cookie=True)
 
 
@@ -283,7 +284,7 @@ async def password_reset(
 ) -> Response:
     svc = services(request)
     await limit_credentials(request, svc, body.email)
-    await credentials.request_password_reset(conn, svc.settings, body.email)
+    await passwords.request_password_reset(conn, svc.settings, body.email)
     return json_response(RESET_ACCEPTED, 202)
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from app.api.deps import Session, user_agent
-from app.lifecycle import conversion, credentials
-from app.lifecycle.passwords import check_policy, hash_password
-from app.lifecycle.tokens import Purpose, peek_link_token
+from app.credentials import passwords
+from app.credentials.links import Purpose, peek_link_token
+from app.credentials.password_hashing import check_policy, hash_password
+from app.lifecycle import conversion
 from app.services import Services
 from app.sessions.store import Pair, start
 
@@ -35,11 +36,11 @@ async def login_and_merge(
     session the request came with ends (the browser now holds the new one); a guest's goes with
     the guest when merged, and is left alone with it when not."""
     async with svc.single_statement() as conn:
-        account = await credentials.find_account(conn, email)
-    rehash = await credentials.check_login(account, password)
+        account = await passwords.find_account(conn, email)
+    rehash = await passwords.check_login(account, password)
     assert account is not None  # check_login refuses a missing account
     async with svc.engine.begin() as conn:
-        row = await credentials.confirm_login(conn, account, rehash)
+        row = await passwords.confirm_login(conn, account, rehash)
         merged = None
         if session is not None and session.claims.anon and svc.settings.merge_on_login:
             merged = await conversion.merge_guest(
@@ -64,13 +65,13 @@ async def change_password(
     limited like login (per client IP and per the account's address); every other session
     ends and the caller gets a new one."""
     async with svc.single_statement() as conn:
-        account = await credentials.registered_account(conn, session.claims.sub, session.claims.sv)
+        account = await passwords.registered_account(conn, session.claims.sub, session.claims.sv)
     await limit_credentials(request, svc, account.email)
-    new_hash = await credentials.check_password_change(
+    new_hash = await passwords.check_password_change(
         svc.settings, account, current_password, new_password
     )
     async with svc.engine.begin() as conn:
-        row = await credentials.change_password(conn, svc.settings, account, new_hash)
+        row = await passwords.change_password(conn, svc.settings, account, new_hash)
         return await start(conn, svc, row, user_agent=user_agent(request), end_others=True)
 
 
@@ -87,5 +88,5 @@ async def redeem_with_password(
         if purpose == "setup":
             row = await conversion.redeem_setup_link(conn, svc.settings, token, password_hash)
         else:
-            row = await credentials.confirm_password_reset(conn, svc.settings, token, password_hash)
+            row = await passwords.confirm_password_reset(conn, svc.settings, token, password_hash)
         return await start(conn, svc, row, user_agent=user_agent, end_others=True)

@@ -33,9 +33,9 @@ from starlette.responses import HTMLResponse, Response
 from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
 from app.api.deps import Session, lenient_session, services, user_agent
 from app.api.errors import responses
+from app.credentials import passwords
+from app.credentials.links import Purpose, peek_link_token
 from app.errors import N_, AnonidError
-from app.lifecycle import credentials
-from app.lifecycle.tokens import Purpose, peek_link_token
 from app.platform.i18n import LANGUAGES, NAMES, gettext_for, language_of_scope
 from app.platform.request_auth import bearer_token
 from app.platform.templating import brand_of, render
@@ -547,7 +547,7 @@ async def reset_submit(request: Request) -> Response:
     try:
         await limit_credentials(request, svc, email)
         async with svc.engine.begin() as conn:
-            await credentials.request_password_reset(conn, svc.settings, email)
+            await passwords.request_password_reset(conn, svc.settings, email)
     except AnonidError as exc:
         return _page(
             request,

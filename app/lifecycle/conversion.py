@@ -24,14 +24,14 @@ import sqlalchemy.exc
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import AnonidError
-from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
-from app.lifecycle.events import record_event
-from app.lifecycle.tokens import (
+from app.credentials.links import (
     consume_link_token,
     end_link_tokens,
     issue_link_token,
 )
+from app.errors import AnonidError
+from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
+from app.lifecycle.events import record_event
 from app.lifecycle.users import USER_COLUMNS
 from app.outbox.enqueue import enqueue_email
 from app.settings import Settings

@@ -16,10 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import AnonidError
-from app.lifecycle.addresses import email_key
-from app.lifecycle.events import record_event
-from app.lifecycle.passwords import (
+from app.credentials.links import (
+    consume_link_token,
+    end_link_tokens,
+    issue_link_token,
+)
+from app.credentials.password_hashing import (
     burn_verify,
     check_policy,
     hash_password,
@@ -27,11 +29,9 @@ from app.lifecycle.passwords import (
     normalise,
     verify_password,
 )
-from app.lifecycle.tokens import (
-    consume_link_token,
-    end_link_tokens,
-    issue_link_token,
-)
+from app.errors import AnonidError
+from app.lifecycle.addresses import email_key
+from app.lifecycle.events import record_event
 from app.lifecycle.users import USER_COLUMNS
 from app.outbox.enqueue import enqueue_email
 from app.sessions.store import end_all_sessions
