@@ -14,7 +14,18 @@ from fastapi.telemetry import TelemetryConfig
 
 from app import __version__
 from app.admin import router as console_router
-from app.api import account, admin, devmail, errors, oauth, ops, pages, public
+from app.api import (
+    account,
+    admin,
+    devmail,
+    email_pages,
+    errors,
+    oauth,
+    ops,
+    pages,
+    passwordless,
+    public,
+)
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
 from app.api import sessions as sessions_api
@@ -145,9 +156,11 @@ def create_app(
     errors.install(app, cookies)
     app.include_router(public.router)
     app.include_router(account.router)
+    app.include_router(passwordless.router)
     app.include_router(oauth.router)
     app.include_router(sessions_api.router)
     app.include_router(pages.router)
+    app.include_router(email_pages.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)
     app.include_router(admin.router)

@@ -6,8 +6,9 @@ with the one value that won) and loaded at start into ``Services.server_secrets`
 leave the database and the process: no log line, response or export carries one.
 
 Reusable: ``csrf`` keys the hosted forms' (and the console's) tokens, ``console`` signs the admin
-console's session cookie (``app.admin.session``); a later feature that needs a key of its own (the
-email codes' HMAC, the ALTCHA key) adds its name to ``NAMES`` and reads
+console's session cookie (``app.admin.session``), ``email_codes`` keys the hashes of one-time
+email codes (``app.credentials.email_codes``); a later feature that needs a key of its own (the
+ALTCHA key) adds its name to ``NAMES`` and reads
 ``svc.server_secrets[name]``. Never reuse one secret for two purposes.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-NAMES = ("csrf", "console")
+NAMES = ("csrf", "console", "email_codes")
 SECRET_BYTES = 32
 
 _CREATE = sa.text(

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     cull_interval_minutes: int = Field(60, ge=0)
     setup_token_ttl_hours: int = Field(24, ge=1, le=24 * 30)
     reset_token_ttl_minutes: int = Field(60, ge=1, le=24 * 60)
+    # A one-time email code, and the sign-in and address-change links that travel with one.
+    email_code_ttl_minutes: int = Field(10, ge=1, le=24 * 60)
     admin_api_key: SecretStr | None = None
     allowed_origins: str | None = None
     rate_limit_storage: str = "memory://"

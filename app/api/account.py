@@ -29,6 +29,7 @@ from app.api.errors import responses
 from app.api.responses import empty_response, json_response, private_response, session_response
 from app.api.schemas import SessionOut
 from app.credentials import passwords
+from app.credentials.email_codes import code_key
 from app.errors import AnonidError
 from app.lifecycle import conversion
 from app.lifecycle.addresses import (
@@ -60,7 +61,7 @@ class TokenPasswordIn(_Body):
 
 
 class PasswordChangeIn(_Body):
-    current_password: str
+    current_password: str | None = None  # needed only when the account has a password
     new_password: str
 
 
@@ -130,7 +131,7 @@ async def request_conversion(
     svc = services(request)
     await limit_credentials(request, svc, email)
     row = await conversion.request_conversion(
-        conn, svc.settings, session.claims.sub, session.claims.sv, email
+        conn, svc.settings, code_key(svc), session.claims.sub, session.claims.sv, email
     )
     return private_response(
         request, svc, {"state": "pending", "pending_email": row.pending_email}, 202
@@ -214,8 +215,12 @@ async def login(
 
 @router.post(
     "/me/password",
-    summary="Change the password; every other session ends",
-    description="Rate limited like login: per client IP and per the account's address.",
+    summary="Change or set the password; every other session ends",
+    description=(
+        "`current_password` is needed only when the account has a password: an account made "
+        "by an email code or link, a provider or a passkey sets its first one without. Rate "
+        "limited like login: per client IP and per the account's address."
+    ),
     responses={
         200: {"model": SessionOut},
         **responses(

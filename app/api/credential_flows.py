@@ -10,6 +10,10 @@ transaction whose guarded statements refuse the write if the account or link mov
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 
 from app.api.deps import Session, user_agent
@@ -31,35 +35,51 @@ async def limit_credentials(request: Request, svc: Services, email: str | None) 
 async def login_and_merge(
     svc: Services, session: Session | None, email: str, password: str, user_agent: str | None
 ) -> tuple[Pair, str | None]:
-    """Check the password, fold in the guest of ``session``, if any, and start a session of the
-    account: the pair and ``merged_from`` (the guest's id) when a guest was merged. A registered
-    session the request came with ends (the browser now holds the new one); a guest's goes with
-    the guest when merged, and is left alone with it when not."""
+    """Check the password, then sign in as ``sign_in_account`` does."""
     async with svc.single_statement() as conn:
         account = await passwords.find_account(conn, email)
     rehash = await passwords.check_login(account, password)
     assert account is not None  # check_login refuses a missing account
     async with svc.engine.begin() as conn:
         row = await passwords.confirm_login(conn, account, rehash)
-        merged = None
-        if session is not None and session.claims.anon and svc.settings.merge_on_login:
-            merged = await conversion.merge_guest(
-                conn, svc.settings, session.claims.sub, session.claims.sv, row.id
-            )
-        pair = await start(
-            conn,
-            svc,
-            merged if merged is not None else row,
-            user_agent=user_agent,
-            replaces=None
-            if session is None or session.claims.anon
-            else (session.claims.sub, session.claims.sid),
+        return await sign_in_account(conn, svc, session, row, user_agent)
+
+
+async def sign_in_account(
+    conn: AsyncConnection,
+    svc: Services,
+    session: Session | None,
+    account: Row[Any],
+    user_agent: str | None,
+) -> tuple[Pair, str | None]:
+    """Every sign-in to an existing account (password, email code or link), in its transaction:
+    fold in the guest of ``session``, if any, and start a session of the account. The pair, and
+    ``merged_from`` (the guest's id) when a guest was merged. A registered session the request
+    came with ends (the browser now holds the new one); a guest's goes with the guest when
+    merged, and is left alone with it when not."""
+    merged = None
+    if session is not None and session.claims.anon and svc.settings.merge_on_login:
+        merged = await conversion.merge_guest(
+            conn, svc.settings, session.claims.sub, session.claims.sv, account.id
         )
+    pair = await start(
+        conn,
+        svc,
+        merged if merged is not None else account,
+        user_agent=user_agent,
+        replaces=None
+        if session is None or session.claims.anon
+        else (session.claims.sub, session.claims.sid),
+    )
     return pair, None if merged is None or session is None else str(session.claims.sub)
 
 
 async def change_password(
-    request: Request, svc: Services, session: Session, current_password: str, new_password: str
+    request: Request,
+    svc: Services,
+    session: Session,
+    current_password: str | None,
+    new_password: str,
 ) -> Pair:
     """Replace the password of the session's account after checking the current one, rate
     limited like login (per client IP and per the account's address); every other session

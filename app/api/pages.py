@@ -32,6 +32,7 @@ from starlette.responses import HTMLResponse, Response
 
 from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
 from app.api.deps import Session, lenient_session, services, user_agent
+from app.api.email_flows import convert_by_link
 from app.api.errors import responses
 from app.credentials import passwords
 from app.credentials.links import Purpose, peek_link_token
@@ -55,16 +56,16 @@ PAGE_HEADERS = {
 }
 CSRF_SECRET_BYTES = 32
 MAX_FIELD = 4096
-_CSRF_MESSAGE = N_("This form has expired or did not come from this site. Please try again.")
+CSRF_MESSAGE = N_("This form has expired or did not come from this site. Please try again.")
 
 HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
 _GUARD_REFUSAL = responses("csrf_rejected")[403]
 
 
-def _form_body(*fields: str) -> dict[str, Any]:
+def form_body(*fields: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
     schema = {
         "type": "object",
-        "properties": {f: {"type": "string"} for f in ("csrf", *fields)},
+        "properties": {f: {"type": "string"} for f in ("csrf", *fields, *optional)},
         "required": ["csrf", *fields],
     }
     return {
@@ -75,7 +76,7 @@ def _form_body(*fields: str) -> dict[str, Any]:
     }
 
 
-def _token_param(required: bool) -> dict[str, Any]:
+def token_param(required: bool) -> dict[str, Any]:
     return {
         "parameters": [
             {"name": "token", "in": "query", "required": required, "schema": {"type": "string"}}
@@ -83,7 +84,7 @@ def _token_param(required: bool) -> dict[str, Any]:
     }
 
 
-def _html(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
+def html_responses(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {200: {"description": description, **HTML}}
     for status, text in errors.items():
         documented[int(status)] = {"description": text, **HTML}
@@ -192,7 +193,7 @@ def _with_lang(url: str, lang: str | None) -> str:
     return url + ("&" if "?" in url else "?") + urlencode({"lang": lang})
 
 
-def _page(
+def render_page(
     request: Request,
     template: str,
     status: int = 200,
@@ -241,9 +242,9 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: v[:MAX_FIELD] for k, v in form.items() if isinstance(v, str)}
 
 
-def _done(request: Request, svc: Services, csrf: Csrf, pair: Pair, title: str) -> Response:
+def done_page(request: Request, svc: Services, csrf: Csrf, pair: Pair, title: str) -> Response:
     message = translated(request, N_("You are logged in as %(email)s."), {"email": pair.user.email})
-    return _page(
+    return render_page(
         request,
         "done.html",
         csrf=csrf,
@@ -277,7 +278,7 @@ def _provider_buttons(svc: Services) -> list[dict[str, str]]:
     ]
 
 
-def _login_page(
+def login_page(
     request: Request, csrf: Csrf, session: Session | None, status: int = 200, **context: Any
 ) -> Response:
     context.setdefault("email", "")
@@ -285,7 +286,7 @@ def _login_page(
         message = FLOW_MESSAGES.get(request.query_params.get("error", ""))
         context["error"] = translated(request, message) if message else None
     guest = session is not None and session.claims.anon
-    return _page(
+    return render_page(
         request,
         "login.html",
         status,
@@ -293,6 +294,7 @@ def _login_page(
         title=translated(request, N_("Log in")),
         guest=guest,
         form_token=csrf.token("login"),
+        code_form_token=csrf.token("login_email"),
         providers=_provider_buttons(services(request)),
         **context,
     )
@@ -302,19 +304,19 @@ def _login_page(
     "/login",
     summary="Hosted page: the login form",
     response_class=HTMLResponse,
-    responses=_html("The form"),
+    responses=html_responses("The form"),
 )
 async def login_form(
     request: Request, session: Session | None = Depends(lenient_session)
 ) -> Response:
-    return _login_page(request, await Csrf.of(request, services(request), session), session)
+    return login_page(request, await Csrf.of(request, services(request), session), session)
 
 
 @router.post(
     "/login",
     summary="Hosted page: log in (a guest session's data comes along)",
     response_class=HTMLResponse,
-    responses=_html(
+    responses=html_responses(
         "Logged in; the session cookie is set",
         **{
             "401": "Wrong address or password: the form again, with the reason",
@@ -322,7 +324,7 @@ async def login_form(
             "429": "Too many attempts",
         },
     ),
-    openapi_extra=_form_body("email", "password"),
+    openapi_extra=form_body("email", "password"),
 )
 async def login_submit(
     request: Request, session: Session | None = Depends(lenient_session)
@@ -332,8 +334,8 @@ async def login_submit(
     form = await read_form(request)
     email = form.get("email", "")
     if not csrf.valid("login", form.get("csrf", "")):
-        error = translated(request, _CSRF_MESSAGE)
-        return _login_page(request, csrf, session, 403, email=email, error=error)
+        error = translated(request, CSRF_MESSAGE)
+        return login_page(request, csrf, session, 403, email=email, error=error)
     try:
         await limit_credentials(request, svc, email)
         pair, _ = await login_and_merge(
@@ -341,10 +343,10 @@ async def login_submit(
         )
     except AnonidError as exc:
         error = error_text(request, exc)
-        return _login_page(
+        return login_page(
             request, csrf, session, exc.status, email=email, error=error, headers=exc.headers
         )
-    return _done(request, svc, csrf, pair, N_("You are logged in"))
+    return done_page(request, svc, csrf, pair, N_("You are logged in"))
 
 
 # Choose a password: setup (finishing a conversion) and reset
@@ -385,7 +387,7 @@ def _password_page(
     error: str | None = None,
 ) -> Response:
     flow = _FLOWS[purpose]
-    return _page(
+    return render_page(
         request,
         "choose_password.html",
         status,
@@ -396,6 +398,8 @@ def _password_page(
         action=flow["action"],
         retry_url=flow["retry"] if not form else "",
         form=form,
+        # Setup only: the one button that finishes the conversion with no password.
+        without_password=purpose == "setup",
         token=token,
         email=email,
         min_length=svc.settings.password_min_length,
@@ -423,8 +427,10 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
     form = await read_form(request)
     token = form.get("token") or request.query_params.get("token", "")
     if not csrf.valid(purpose, form.get("csrf", "")):
-        error = translated(request, _CSRF_MESSAGE)
+        error = translated(request, CSRF_MESSAGE)
         return _password_page(request, svc, csrf, purpose, token, 403, error=error)
+    if purpose == "setup" and form.get("without_password"):
+        return await _save_without_password(request, svc, csrf, token)
     password = form.get("password", "")
     if password != form.get("password_again", password):
         error = translated(request, N_("The two passwords are not the same."))
@@ -444,10 +450,24 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
             form=retry,
             error=error_text(request, exc),
         )
-    return _done(request, svc, csrf, pair, _FLOWS[purpose]["done"])
+    return done_page(request, svc, csrf, pair, _FLOWS[purpose]["done"])
 
 
-_TOKEN_PAGE_ERRORS = {
+async def _save_without_password(
+    request: Request, svc: Services, csrf: Csrf, token: str
+) -> Response:
+    """ "Save without a password": the setup link finishes the conversion by itself
+    (``email_link``); the account signs in later with a code or link by email."""
+    try:
+        pair = await convert_by_link(request, svc, token)
+    except AnonidError as exc:
+        return _password_page(
+            request, svc, csrf, "setup", "", exc.status, form=False, error=error_text(request, exc)
+        )
+    return done_page(request, svc, csrf, pair, _FLOWS["setup"]["done"])
+
+
+TOKEN_PAGE_ERRORS = {
     "400": "The link is unknown, used or cancelled",
     "410": "The link has expired",
 }
@@ -457,8 +477,8 @@ _TOKEN_PAGE_ERRORS = {
     "/setup",
     summary="Hosted page: choose a password to finish a conversion (the link in the email)",
     response_class=HTMLResponse,
-    responses=_html("The form", **_TOKEN_PAGE_ERRORS),
-    openapi_extra=_token_param(required=True),
+    responses=html_responses("The form", **TOKEN_PAGE_ERRORS),
+    openapi_extra=token_param(required=True),
 )
 async def setup_form(request: Request) -> Response:
     return await _password_form(request, "setup", request.query_params.get("token", ""))
@@ -466,18 +486,19 @@ async def setup_form(request: Request) -> Response:
 
 @router.post(
     "/setup",
-    summary="Hosted page: finish the conversion; the session cookie is set",
+    summary="Hosted page: finish the conversion (with a password, or `without_password`); the "
+    "session cookie is set",
     response_class=HTMLResponse,
-    responses=_html(
+    responses=html_responses(
         "The account is registered and logged in",
-        **_TOKEN_PAGE_ERRORS,
+        **TOKEN_PAGE_ERRORS,
         **{
             "403": "Missing or wrong CSRF token (the form again), or a foreign origin (JSON)",
             "409": "The address belongs to another account",
             "422": "The password is not accepted: the form again, with the reason",
         },
     ),
-    openapi_extra=_form_body("token", "password", "password_again"),
+    openapi_extra=form_body("token", optional=("password", "password_again", "without_password")),
 )
 async def setup_submit(request: Request) -> Response:
     return await _password_submit(request, "setup")
@@ -487,8 +508,8 @@ async def setup_submit(request: Request) -> Response:
     "/reset",
     summary="Hosted page: ask for a reset link (no token) or choose a new password (token)",
     response_class=HTMLResponse,
-    responses=_html("The form", **_TOKEN_PAGE_ERRORS),
-    openapi_extra=_token_param(required=False),
+    responses=html_responses("The form", **TOKEN_PAGE_ERRORS),
+    openapi_extra=token_param(required=False),
 )
 async def reset_form(request: Request) -> Response:
     token = request.query_params.get("token")
@@ -496,7 +517,7 @@ async def reset_form(request: Request) -> Response:
         return await _password_form(request, "reset", token)
     svc = services(request)
     csrf = await Csrf.of(request, svc)
-    return _page(
+    return render_page(
         request,
         "reset_request.html",
         csrf=csrf,
@@ -511,16 +532,16 @@ async def reset_form(request: Request) -> Response:
     "/reset",
     summary="Hosted page: send a reset link (form with `email`) or set the new password (`token`)",
     response_class=HTMLResponse,
-    responses=_html(
+    responses=html_responses(
         "The link is on its way, or the password is changed and the session cookie set",
-        **_TOKEN_PAGE_ERRORS,
+        **TOKEN_PAGE_ERRORS,
         **{
             "403": "Missing or wrong CSRF token (the form again), or a foreign origin (JSON)",
             "422": "The password is not accepted: the form again, with the reason",
             "429": "Too many requests",
         },
     ),
-    openapi_extra=_form_body("email"),
+    openapi_extra=form_body("email"),
 )
 async def reset_submit(request: Request) -> Response:
     form = await read_form(request)
@@ -534,13 +555,13 @@ async def reset_submit(request: Request) -> Response:
         "email": email,
     }
     if not csrf.valid("reset_request", form.get("csrf", "")):
-        return _page(
+        return render_page(
             request,
             "reset_request.html",
             403,
             csrf=csrf,
             form=True,
-            error=translated(request, _CSRF_MESSAGE),
+            error=translated(request, CSRF_MESSAGE),
             form_token=csrf.token("reset_request"),
             **context,
         )
@@ -549,7 +570,7 @@ async def reset_submit(request: Request) -> Response:
         async with svc.engine.begin() as conn:
             await passwords.request_password_reset(conn, svc.settings, email)
     except AnonidError as exc:
-        return _page(
+        return render_page(
             request,
             "reset_request.html",
             exc.status,
@@ -560,7 +581,7 @@ async def reset_submit(request: Request) -> Response:
             form_token=csrf.token("reset_request"),
             **context,
         )
-    return _page(
+    return render_page(
         request,
         "reset_request.html",
         csrf=csrf,

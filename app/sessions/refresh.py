@@ -151,7 +151,7 @@ WITH found AS (
 )
 SELECT t.*, r.created_at AS session_created_at
 FROM rotated r, LATERAL (
-    SELECT {USER_COLUMNS} FROM touched
+    SELECT * FROM touched
     UNION ALL
     SELECT {USER_COLUMNS} FROM users
     WHERE users.id = r.user_id AND NOT EXISTS (SELECT FROM touched)
