@@ -133,3 +133,23 @@ async def register_without_password(
     r = await client.post("/v1/me/conversion/verify", json={"code": code})
     assert r.status_code == 200, r.text
     return {"email": email, **r.json()["user"]}
+
+
+async def ask_login_code(client: httpx.AsyncClient, engine: AsyncEngine, email: str) -> tuple:
+    """``POST /v1/login/email``, then the link token and the code of the email it sent."""
+    r = await client.post("/v1/login/email", json={"email": email})
+    assert r.status_code == 202, r.text
+    return await last_code(engine, email, "login_code")
+
+
+async def expire_links(engine: AsyncEngine, user_id: str, purpose: str) -> None:
+    """Make the user's links (and their codes) of ``purpose`` a second past their expiry."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE link_tokens SET expires_at = now() - interval '1 second',"
+                " code_expires_at = now() - interval '1 second'"
+                " WHERE user_id = :id AND purpose = :purpose"
+            ),
+            {"id": user_id, "purpose": purpose},
+        )

@@ -26,6 +26,9 @@ CONTEXT = {
     "ttl_minutes": 60,
     "login_url": "https://id.teapot.example/account/login",
     "reset_request_url": "https://id.teapot.example/account/reset",
+    "code": "123456",
+    "code_ttl_minutes": 10,
+    "new_email": "new@teapot.example",
 }
 
 
