@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.credentials.email_codes import CODE_SECRET
+from app.outbox.retention import remove_expired
 from tests.account_support import (
     PASSWORD,
     bare_client,
@@ -28,6 +29,8 @@ from tests.account_support import (
     request_conversion,
     wrong,
 )
+from tests.conftest import make_settings, running_app
+from tests.outbox_support import private_engine
 
 
 async def _user_row(engine: AsyncEngine, user_id: str) -> sa.Row:
@@ -313,3 +316,38 @@ async def test_password_setup_records_its_method_too(app: FastAPI, engine: Async
     assert await _events(engine, account["id"], "user.converted") == [
         {"id": account["id"], "method": "password"}
     ]
+
+
+async def test_spent_and_expired_codes_go_with_retention(server_url: str) -> None:
+    async with private_engine(server_url) as (url, engine):
+        settings = make_settings(url)
+        async with running_app(settings) as application:
+            rows = {}
+            for name in ("spent", "expired", "live"):
+                async with bare_client(application) as c:
+                    guest, _, _, _ = await _pending_guest(c, engine, f"retained-{name}")
+                    rows[name] = guest["id"]
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        "UPDATE link_tokens SET used_at = now() - interval '8 days'"
+                        " WHERE user_id = :id"
+                    ),
+                    {"id": rows["spent"]},
+                )
+                await conn.execute(
+                    sa.text(
+                        "UPDATE link_tokens SET expires_at = now() - interval '8 days',"
+                        " code_expires_at = now() - interval '8 days' WHERE user_id = :id"
+                    ),
+                    {"id": rows["expired"]},
+                )
+            removed = await remove_expired(engine, settings)
+            assert removed["link_tokens"] == 2
+            async with engine.connect() as conn:
+                left = set(
+                    await conn.scalars(
+                        sa.text("SELECT user_id::text FROM link_tokens WHERE code_hash IS NOT NULL")
+                    )
+                )
+            assert left == {rows["live"]}
