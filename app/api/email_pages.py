@@ -4,8 +4,8 @@
 - ``/account/email?token=``: the page every sign-in and address-change link opens (and a setup
   link too). A link never acts on a ``GET``, since mail scanners follow links: the page shows
   one button, and its ``POST`` redeems the link.
-- ``/account/login/email`` and ``/account/login/code``: the login page's "Email me a code", then
-  the code typed in.
+- ``/account/login/email`` and ``/account/login/code``: the login form's "Email me a code" button
+  (the form's address, posted here instead), then the code typed in.
 """
 
 from __future__ import annotations
@@ -222,7 +222,8 @@ async def login_email_submit(
     csrf = await Csrf.of(request, svc, session)
     form = await read_form(request)
     raw = form.get("email", "")
-    if not csrf.valid("login_email", form.get("csrf", "")):
+    # The login form's second button: the same form, so the same token.
+    if not csrf.valid("login", form.get("csrf", "")):
         error = translated(request, CSRF_MESSAGE)
         return login_page(request, csrf, session, 403, email=raw, error=error)
     try:

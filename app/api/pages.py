@@ -294,7 +294,6 @@ def login_page(
         title=translated(request, N_("Log in")),
         guest=guest,
         form_token=csrf.token("login"),
-        code_form_token=csrf.token("login_email"),
         providers=_provider_buttons(services(request)),
         **context,
     )
