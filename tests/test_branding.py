@@ -63,6 +63,7 @@ async def test_every_hosted_page_and_the_console_carry_the_brand(
                 "/account/reset",
                 "/account/setup?token=unknown",
                 "/account/reset?token=unknown",
+                "/account/email?token=unknown",
                 "/dev/mail",
                 "/admin/signin",
             )
