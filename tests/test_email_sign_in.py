@@ -263,3 +263,19 @@ async def test_password_login_to_an_account_without_one_fails_like_a_wrong_passw
         unknown = await _login(c, fresh_email(), PASSWORD)
     assert none.status_code == bad.status_code == unknown.status_code == 401
     assert none.json() == bad.json() == unknown.json()
+
+
+async def test_a_code_expires_after_the_configured_minutes(
+    app_with: AppFactory, engine: AsyncEngine
+) -> None:
+    app, _ = await app_with(email_code_ttl_minutes=0.02)  # 1.2 seconds
+    async with bare_client(app) as c:
+        account = await register(c, engine)
+        token, code = await ask_login_code(c, engine, account["email"])
+        [sent] = await outbox_emails(engine, account["email"], "login_code")
+        assert "expire in 1 minute." in sent["text"]  # as an email says it: whole minutes
+        await asyncio.sleep(1.5)
+        r = await _verify(c, email=account["email"], code=code)
+        assert r.status_code == 410 and r.json()["error"] == "code_expired"
+        r = await _verify(c, token=token)
+        assert r.status_code == 410 and r.json()["error"] == "code_expired"

@@ -178,7 +178,7 @@ async def _enqueue(
         context={
             "link": email_page_link(settings, issued.token),
             "code": issued.code,
-            "ttl_minutes": settings.email_code_ttl_minutes,
+            "ttl_minutes": settings.email_code_minutes,
         },
     )
 

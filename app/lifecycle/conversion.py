@@ -144,7 +144,7 @@ async def request_conversion(
                 "link": settings.link(settings.setup_url, issued.token),
                 "ttl_hours": settings.setup_token_ttl_hours,
                 "code": issued.code,
-                "code_ttl_minutes": settings.email_code_ttl_minutes,
+                "code_ttl_minutes": settings.email_code_minutes,
             },
         )
     else:
