@@ -99,10 +99,12 @@ async def conversion_address(
 
 @router.post(
     "/me/conversion",
-    summary="Ask to keep this guest account: a password-setup link goes to the address",
+    summary="Ask to keep this guest account: a setup link and a code go to the address",
     description=(
-        "The answer (status, body and the state `/v1/me` shows afterwards) is the same whether "
-        "or not the address already belongs to an account; in that case no link is made and the "
+        "The email carries the setup link (for `/v1/password-setup` or `/v1/conversion/confirm`) "
+        "and a six-digit code (for `/v1/me/conversion/verify` in this session). The answer "
+        "(status, body and the state `/v1/me` shows afterwards) is the same whether or not the "
+        "address already belongs to an account; in that case no link or code is made and the "
         "owner is told instead."
     ),
     status_code=202,
