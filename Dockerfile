@@ -21,7 +21,9 @@ COPY README.md alembic.ini ./
 COPY migrations ./migrations
 COPY app ./app
 COPY examples ./examples
-RUN pip install --no-deps -e . \
+# The storefront's backend uses anonid-client (its dependencies are anonid's too).
+COPY clients/python ./clients/python
+RUN pip install --no-deps -e . ./clients/python \
     && mkdir -p /srv/anonid/.anonid && chown anonid:anonid /srv/anonid/.anonid
 
 USER anonid

@@ -20,6 +20,8 @@ from pathlib import Path
 
 HOST = "127.0.0.1"
 STOREFRONT_DIR = Path(__file__).resolve().parent.parent / "examples" / "storefront"
+# The storefront's backend imports anonid_client: from this checkout when it is not installed.
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "python" / "src"
 
 
 def storefront_available() -> bool:
@@ -53,6 +55,8 @@ def start_storefront(port: int, storefront_port: int) -> subprocess.Popen[bytes]
         "STOREFRONT_ANONID_URL": f"http://{HOST}:{port}",
         "STOREFRONT_INBOX_URL": f"http://{HOST}:{port}/dev/mail",
     }
+    if CLIENT_DIR.is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CLIENT_DIR), env.get("PYTHONPATH")]))
     return subprocess.Popen(  # noqa: S603 (our own interpreter and module, fixed arguments)
         [sys.executable, "-m", "storefront", "--host", HOST, "--port", str(storefront_port)],
         cwd=STOREFRONT_DIR,

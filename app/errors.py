@@ -29,6 +29,15 @@ ERRORS: dict[str, tuple[int, str]] = {
     "unauthorized": (401, N_("A valid admin API key is required.")),
     "csrf_rejected": (403, N_("This request came from an origin that is not allowed.")),
     "forbidden": (403, N_("This session may not do that.")),
+    "challenge_required": (
+        403,
+        N_("Solve the challenge from GET /v1/challenge and send it as X-Anonid-Challenge."),
+    ),
+    "challenge_failed": (
+        403,
+        N_("The challenge solution is wrong, expired or already used; get a new challenge."),
+    ),
+    "hook_denied": (403, N_("This was refused by the application.")),
     "not_found": (404, N_("There is nothing here.")),
     "method_not_allowed": (405, N_("This method is not allowed here.")),
     "invalid_return_to": (
@@ -53,6 +62,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "internal_error": (500, N_("Something went wrong on our side.")),
     "unavailable": (503, N_("The service is temporarily unavailable; try again shortly.")),
     "not_ready": (503, N_("The service is not ready.")),
+    "hook_unavailable": (
+        503,
+        N_("The application's hook did not answer in time; try again shortly."),
+    ),
 }
 
 

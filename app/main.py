@@ -17,6 +17,8 @@ from app.admin import router as console_router
 from app.api import (
     account,
     admin,
+    assets,
+    challenge,
     devmail,
     email_pages,
     errors,
@@ -31,6 +33,7 @@ from app.api import privacy as privacy_api
 from app.api import sessions as sessions_api
 from app.api.hot import HotPaths
 from app.credentials.oidc_client import OidcProviders
+from app.hooks.client import Hooks
 from app.outbox.smtputf8 import Smtputf8Support
 from app.platform.catcher import caught_mail_dir, effective_smtp_url
 from app.platform.db import RESOLVED_URL_ENV, open_databases, resolve_database_url
@@ -108,6 +111,7 @@ def create_app(
             access=AccessTokens(keys),
             cookies=cookies,
             server_secrets=server_secrets,
+            hooks=Hooks(settings),
         )
         app.state.services = services
         services.extras["limiter"] = RateLimiter(settings)
@@ -143,6 +147,7 @@ def create_app(
             await services.extras["limiter"].close()
             await smtputf8.close()
             await oidc.close()
+            await services.hooks.close()
             await pool.close()
             await databases.dispose()
 
@@ -155,12 +160,14 @@ def create_app(
     )
     errors.install(app, cookies)
     app.include_router(public.router)
+    app.include_router(challenge.router)
     app.include_router(account.router)
     app.include_router(passwordless.router)
     app.include_router(oauth.router)
     app.include_router(sessions_api.router)
     app.include_router(pages.router)
     app.include_router(email_pages.router)
+    app.include_router(assets.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)
     app.include_router(admin.router)
@@ -187,7 +194,13 @@ def create_app(
         allow_origins=settings.origins,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["content-type", "authorization", "x-anonid-token", "x-request-id"],
+        allow_headers=[
+            "content-type",
+            "authorization",
+            "x-anonid-token",
+            "x-anonid-challenge",
+            "x-request-id",
+        ],
         expose_headers=["x-request-id"],
         max_age=600,
     )

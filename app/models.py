@@ -149,6 +149,15 @@ oauth_flows = sa.Table(
     sa.Column("expires_at", TS, nullable=False, index=True),
 )
 
+# ALTCHA challenges whose solution created a guest (CONTRACT §16), keyed by the challenge (the
+# SHA-256 its solution reproduces); kept until the challenge expires (app.hooks.challenge).
+spent_challenges = sa.Table(
+    "spent_challenges",
+    metadata,
+    sa.Column("challenge", BYTEA, primary_key=True),
+    sa.Column("expires_at", TS, nullable=False, index=True),
+)
+
 # One row per sign-in (CONTRACT §4); ``id`` is the access token's ``sid``. Refresh tokens are
 # kept only as SHA-256 hashes (app.sessions.refresh).
 sessions = sa.Table(
@@ -179,7 +188,7 @@ sessions = sa.Table(
     sa.Column("rotated_at", TS),
     sa.Column("ended_at", TS),
     sa.Column("ended_reason", sa.Text),
-    postgresql_with={"fillfactor": 70},
+    # fillfactor 70 is set by migration 0009 (SQLAlchemy 2.0 cannot say it here).
 )
 sa.Index(
     "ix_sessions_ended_at",

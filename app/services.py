@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.hooks.client import Hooks
 from app.platform.db import Topology, single_statement
 from app.platform.pgpool import HotPool
 from app.server_secrets import ServerSecrets
@@ -30,6 +31,7 @@ class Services:
     access: AccessTokens  # access tokens signed and verified with them
     cookies: CookieJar
     server_secrets: ServerSecrets  # app.server_secrets: keys shared by every process
+    hooks: Hooks  # app.hooks: the application's synchronous hooks (none without a hook URL)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def single_statement(self) -> AbstractAsyncContextManager[AsyncConnection]:

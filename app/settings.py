@@ -26,6 +26,7 @@ SMTP_SCHEMES = ("smtp", "smtp+starttls", "smtps")
 OIDC_NAME = re.compile(r"^[a-z0-9-]{1,40}$")
 OIDC_FIELDS = ("issuer", "client_id", "client_secret", "scopes", "trust_email", "response_mode")
 OIDC_PREFIX = "anonid_oidc_"
+HOOK_NAMES = ("before_user_created", "custom_claims", "before_merge")
 
 
 class SettingsError(Exception):
@@ -106,6 +107,14 @@ class Settings(BaseSettings):
     # unknown ``kid`` (a key rotation is picked up, a flood of made-up kids is not a flood of
     # fetches); tests shorten it.
     oidc_jwks_refresh_seconds: int = Field(30, ge=0, le=3600)
+    # Abuse protection and synchronous hooks (CONTRACT §3, §16).
+    anonymous_challenge: Literal["off", "altcha"] = "off"
+    challenge_max_number: int = Field(100000, ge=1, le=10_000_000)
+    hook_url: str | None = None
+    hook_secret: SecretStr | None = None
+    hooks: str | None = None
+    hook_timeout_ms: int = Field(2000, ge=1, le=60_000)
+    hook_failure: Literal["deny", "allow"] = "deny"
 
     @classmethod
     def settings_customise_sources(
@@ -227,6 +236,24 @@ class Settings(BaseSettings):
             raise ValueError("names a provider twice")
         return v
 
+    @field_validator("hook_url")
+    @classmethod
+    def _hook_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        return v
+
+    @field_validator("hooks")
+    @classmethod
+    def _hook_names(cls, v: str | None) -> str | None:
+        for name in _split(v):
+            if name not in HOOK_NAMES:
+                raise ValueError(f"{name!r} is not a hook ({', '.join(HOOK_NAMES)})")
+        return v
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         self.oidc_provider_map  # noqa: B018 (refuses an incomplete or unsafe provider at start)
@@ -251,7 +278,24 @@ class Settings(BaseSettings):
         for url in _split(self.webhook_urls):
             if urlsplit(url).scheme not in ("http", "https"):
                 raise ValueError(f"ANONID_WEBHOOK_URLS entry {url!r} is not an http(s) URL")
+        self._check_hooks()
         return self
+
+    def _check_hooks(self) -> None:
+        """A hook is called only with an endpoint and a secret to sign with, and an endpoint is
+        never configured for nothing (a forgotten ``ANONID_HOOKS`` would silently skip it)."""
+        if _split(self.hooks) and self.hook_url is None:
+            raise ValueError("ANONID_HOOKS is set but ANONID_HOOK_URL is not")
+        if self.hook_url is not None and not _split(self.hooks):
+            raise ValueError(
+                f"ANONID_HOOK_URL is set but ANONID_HOOKS names no hook ({', '.join(HOOK_NAMES)})"
+            )
+        if self.hook_url is not None and self.hook_secret is None:
+            raise ValueError("ANONID_HOOK_URL is set but ANONID_HOOK_SECRET is not")
+        if self.hook_secret is not None and not self.hook_secret.get_secret_value().startswith(
+            "whsec_"
+        ):
+            raise ValueError("ANONID_HOOK_SECRET must start with whsec_")
 
     # Derived values, computed once per process.
 
@@ -287,6 +331,11 @@ class Settings(BaseSettings):
     @cached_property
     def webhook_url_list(self) -> list[str]:
         return _split(self.webhook_urls)
+
+    @cached_property
+    def hook_set(self) -> frozenset[str]:
+        """The hooks to call (CONTRACT §16): empty without ``ANONID_HOOK_URL``."""
+        return frozenset(_split(self.hooks)) if self.hook_url else frozenset()
 
     @cached_property
     def oidc_provider_map(self) -> dict[str, OidcProvider]:

@@ -141,6 +141,7 @@ class Scale:
             self.log(f"reusing {self.big_name} (built {meta['built_at']}); migrating it")
             self.migrate(self.big_url)
             self.results["build"] = {**meta, "reused": True}
+            await self.ensure_sessions()
             return
         await create_database(admin, self.big_name)
         self.droppable = True
@@ -168,6 +169,16 @@ class Scale:
             f"  built in {built.insert_seconds:.0f} s ({built.rows_per_second:,.0f} rows/s), "
             f"VACUUM ANALYZE {built.vacuum_seconds:.0f} s, {size / 2**30:.2f} GiB"
         )
+        await self.ensure_sessions()
+
+    async def ensure_sessions(self) -> None:
+        """One session row per account, added once (a database built before sessions existed
+        has none); the sessions the throughput phase mints come on top."""
+        if await fetchval(self.big_url, "SELECT EXISTS (SELECT FROM sessions)"):
+            return
+        self.log("adding a session to every account")
+        rows, seconds = await scale_build.add_sessions(self.big_url, self.log)
+        self.results["build"]["sessions"] = {"rows": rows, "seconds": seconds}
 
     async def start_servers(self) -> None:
         self.empty_url = await self.bench.database("empty")
@@ -284,7 +295,7 @@ class Scale:
         conn = await asyncpg.connect(self.big_url)
         try:
             out = {}
-            for table in ("users", "events"):
+            for table in ("users", "events", "sessions"):
                 row = await conn.fetchrow(
                     # pg_partition_tree lists a partitioned table's parts, nothing for a plain one.
                     "SELECT sum(pg_total_relation_size(t)) AS total, "

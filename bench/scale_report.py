@@ -113,6 +113,14 @@ def _build(results: dict[str, Any], add: Any) -> None:
         f"| {b['rows_per_second']:,.0f} | {b['vacuum_seconds']:.0f} "
         f"| {b['database_bytes'] / 2**30:.2f} |"
     )
+    added = b.get("sessions")
+    if added:
+        add("")
+        add(
+            f"Then one session row per account ({added['rows']:,}, begun when the account was "
+            f"made, last refreshed when it was last touched) in {added['seconds']:.0f} s: the "
+            "hot paths read a session row on every request."
+        )
     add("")
 
 
@@ -201,7 +209,9 @@ def _size(results: dict[str, Any], add: Any) -> None:
     add("")
     add("| table | rows | total MiB | bytes/row | of which heap and TOAST | of which indexes |")
     add("|---|---|---|---|---|---|")
-    for table in ("users", "events"):
+    for table in ("users", "events", "sessions"):
+        if table not in s:  # a run from before sessions existed
+            continue
         t = s[table]
         rows = max(t["rows"], 1)
         add(

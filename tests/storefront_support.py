@@ -1,56 +1,20 @@
-"""Helpers for the storefront example: import path, a real JWKS server, the storefront process."""
+"""Helpers for the storefront example: its folder, and the storefront as a process of its own."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from tests.client_support import with_client_on_path
+
 # On pytest's path too (``pythonpath`` in pyproject.toml), so tests can import ``storefront``.
 STOREFRONT_DIR = Path(__file__).resolve().parent.parent / "examples" / "storefront"
-
-
-class JwksServer:
-    """A real HTTP server publishing a key set the test controls, and counting the fetches."""
-
-    def __init__(self, port: int) -> None:
-        self.keys: list[dict[str, Any]] = []
-        self.fetches = 0
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.fetches += 1
-                body = json.dumps({"keys": owner.keys}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self) -> JwksServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class StorefrontProcess:
@@ -63,7 +27,8 @@ class StorefrontProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "storefront", "--port", str(port)],
             cwd=STOREFRONT_DIR,
-            env=env,
+            # The storefront imports anonid_client (clients/python), not installed in the venv.
+            env=with_client_on_path(env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

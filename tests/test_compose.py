@@ -157,7 +157,7 @@ def test_compose_storefront_shares_anonid_host_and_is_an_allowed_origin() -> Non
     public = urlsplit(anonid_env["ANONID_PUBLIC_URL"])
     # The browser's URL for anonid is the tokens' issuer, so offline verification accepts them.
     assert shop_env["STOREFRONT_ANONID_URL"] == anonid_env["ANONID_PUBLIC_URL"]
-    assert urlsplit(shop_env["STOREFRONT_JWKS_URL"]).hostname == "app"
+    assert urlsplit(shop_env["STOREFRONT_ANONID_API_URL"]).hostname == "app"
     published = storefront["ports"][0].split(":")[0]
     shop_origin = f"http://{public.hostname}:{published}"
     assert shop_origin in anonid_env["ANONID_ALLOWED_ORIGINS"].split(",")
@@ -167,6 +167,9 @@ def test_compose_storefront_shares_anonid_host_and_is_an_allowed_origin() -> Non
     assert storefront["command"][:3] == ["python", "-m", "storefront"]
     assert (local / "storefront" / "__main__.py").is_file()
     assert "COPY examples ./examples" in DOCKERFILE
+    # Its backend imports anonid_client, installed in the image from clients/python.
+    assert "COPY clients/python ./clients/python" in DOCKERFILE
+    assert re.search(r"^RUN pip install --no-deps -e \. \./clients/python", DOCKERFILE, re.M)
 
 
 def test_compose_puts_pgbouncer_in_transaction_mode_between_anonid_and_postgres() -> None:

@@ -172,6 +172,20 @@ async def _flow(engine: AsyncEngine, expires_in: timedelta) -> bytes:
     return digest
 
 
+async def _spent_challenge(engine: AsyncEngine, expires_in: timedelta) -> bytes:
+    """A spent_challenges row (a solution that made a guest) expiring ``expires_in`` from now."""
+    challenge = hashlib.sha256(secrets.token_bytes(16)).digest()
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO spent_challenges (challenge, expires_at) "
+                "VALUES (:c, now() + make_interval(secs => :s))"
+            ),
+            {"c": challenge, "s": expires_in.total_seconds()},
+        )
+    return challenge
+
+
 async def _left(engine: AsyncEngine, table: str, key: str, values: list) -> set:
     async with engine.connect() as conn:
         return set(
@@ -219,6 +233,11 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "expired_long_ago": await _flow(own_engine, -day),
             "live": await _flow(own_engine, timedelta(minutes=5)),
         }
+        challenges = {
+            "expired": await _spent_challenge(own_engine, -timedelta(seconds=1)),
+            "expired_long_ago": await _spent_challenge(own_engine, -timedelta(days=1)),
+            "live": await _spent_challenge(own_engine, timedelta(minutes=5)),
+        }
         before = await _stats(client, 10)
         assert before[old_day.isoformat()] == _funnel(created=3)
 
@@ -231,7 +250,11 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "link_tokens": 2,
             "oauth_flows": 2,
             "sessions": 0,  # the guests' sessions are alive (tests/test_sessions.py)
+            "challenges": 2,
         }
+        assert await _left(
+            own_engine, "spent_challenges", "challenge", list(challenges.values())
+        ) == {challenges["live"]}
         assert await _left(own_engine, "oauth_flows", "state_hash", list(flows.values())) == {
             flows["live"]
         }

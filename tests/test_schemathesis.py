@@ -56,10 +56,12 @@ FUZZ = settings(
 
 
 def _settings(database_url: str) -> Any:
-    # Limits high enough that the fuzzer exercises the handlers, not only the limiter.
+    # Limits high enough that the fuzzer exercises the handlers, not only the limiter. Challenges
+    # on, so GET /v1/challenge answers and X-Anonid-Challenge is fuzzed too.
     return make_settings(
         database_url,
         admin_api_key=ADMIN_KEY,
+        anonymous_challenge="altcha",
         anonymous_rate_limit="1000000/minute",
         login_rate_limit="1000000/minute",
     )

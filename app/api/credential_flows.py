@@ -6,6 +6,7 @@ connection meanwhile let a burst of password guesses starve every other request 
 (the outside review measured another user's answer go from 12 ms to 1.7 s). So each flow reads
 what it needs in one short statement, hashes with no connection held, then writes in one
 transaction whose guarded statements refuse the write if the account or link moved on meanwhile.
+The ``custom_claims`` hook is asked once that transaction has ended (``with_app_claims``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from app.credentials.links import Purpose, peek_link_token
 from app.credentials.password_hashing import check_policy, hash_password
 from app.lifecycle import conversion
 from app.services import Services
-from app.sessions.store import Pair, start
+from app.sessions.store import Pair, start, with_app_claims
 
 
 async def limit_credentials(request: Request, svc: Services, email: str | None) -> None:
@@ -42,7 +43,8 @@ async def login_and_merge(
     assert account is not None  # check_login refuses a missing account
     async with svc.engine.begin() as conn:
         row = await passwords.confirm_login(conn, account, rehash)
-        return await sign_in_account(conn, svc, session, row, user_agent)
+        pair, merged_from = await sign_in_account(conn, svc, session, row, user_agent)
+    return await with_app_claims(svc, pair), merged_from
 
 
 async def sign_in_account(
@@ -53,14 +55,15 @@ async def sign_in_account(
     user_agent: str | None,
 ) -> tuple[Pair, str | None]:
     """Every sign-in to an existing account (password, email code or link), in its transaction:
-    fold in the guest of ``session``, if any, and start a session of the account. The pair, and
-    ``merged_from`` (the guest's id) when a guest was merged. A registered session the request
-    came with ends (the browser now holds the new one); a guest's goes with the guest when
-    merged, and is left alone with it when not."""
+    fold in the guest of ``session``, if any (the ``before_merge`` hook may refuse), and start a
+    session of the account. The pair, and ``merged_from`` (the guest's id) when a guest was
+    merged; the caller adds the application's claims once the transaction has ended
+    (``with_app_claims``). A registered session the request came with ends (the browser now holds
+    the new one); a guest's goes with the guest when merged, and is left alone with it when not."""
     merged = None
     if session is not None and session.claims.anon and svc.settings.merge_on_login:
         merged = await conversion.merge_guest(
-            conn, svc.settings, session.claims.sub, session.claims.sv, account.id
+            conn, svc.settings, session.claims.sub, session.claims.sv, account.id, svc.hooks
         )
     pair = await start(
         conn,
@@ -92,7 +95,8 @@ async def change_password(
     )
     async with svc.engine.begin() as conn:
         row = await passwords.change_password(conn, svc.settings, account, new_hash)
-        return await start(conn, svc, row, user_agent=user_agent(request), end_others=True)
+        pair = await start(conn, svc, row, user_agent=user_agent(request), end_others=True)
+    return await with_app_claims(svc, pair)
 
 
 async def redeem_with_password(
@@ -109,4 +113,5 @@ async def redeem_with_password(
             row = await conversion.redeem_setup_link(conn, svc.settings, token, password_hash)
         else:
             row = await passwords.confirm_password_reset(conn, svc.settings, token, password_hash)
-        return await start(conn, svc, row, user_agent=user_agent, end_others=True)
+        pair = await start(conn, svc, row, user_agent=user_agent, end_others=True)
+    return await with_app_claims(svc, pair)

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
 from app.lifecycle.users import get_session_user, legacy_user
+from app.platform.ratelimit import client_ip
 from app.platform.request_auth import bearer_token
 from app.services import Services
 from app.sessions.access import Claims, LegacySession
 from app.sessions.refresh import redeem
-from app.sessions.store import Pair, start
+from app.sessions.store import Pair, start, with_app_claims
 from app.sessions.useragent import summarise
+from app.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -73,6 +75,12 @@ def user_agent(request: Request) -> str | None:
     return summarise(request.headers.get("user-agent"))
 
 
+def client_address(request: Request, settings: Settings) -> str | None:
+    """The client's IP as the rate limits see it (``X-Forwarded-For`` from trusted proxies)."""
+    peer = request.client.host if request.client else None
+    return client_ip(peer, request.headers.getlist("x-forwarded-for"), settings.proxies)
+
+
 async def authenticate(
     svc: Services, authorization: str | None, cookies: dict[str, str]
 ) -> Session | None:
@@ -111,7 +119,7 @@ async def _exchange_legacy(svc: Services, legacy: LegacySession) -> Pair:
     row = await legacy_user(svc.pool, legacy.sub, legacy.sv)
     if row is None:
         raise AnonidError("invalid_session")
-    return await start(svc.pool, svc, row, user_agent=None)
+    return await with_app_claims(svc, await start(svc.pool, svc, row, user_agent=None))
 
 
 def renewal_cookies(svc: Services, pair: Pair) -> list[str]:

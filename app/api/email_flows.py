@@ -5,8 +5,9 @@ A code is checked in statements of its own first (the attempt counts whatever fo
 ``app.credentials.email_codes``); the rest is one transaction in which the code or link is
 consumed together with the change it proves, and in which the session, if any, starts
 (``sessions.store.start``: by ``start_converted`` for a conversion, by
-``credential_flows.sign_in_account`` for a sign-in, as for a password). Every flow is rate limited
-per client IP and per address (``ANONID_LOGIN_RATE_LIMIT``).
+``credential_flows.sign_in_account`` for a sign-in, as for a password); the application's claims
+(``custom_claims``) are added once it has ended. Every flow is rate limited per client IP and per
+address (``ANONID_LOGIN_RATE_LIMIT``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from app.lifecycle import address_change, conversion
 from app.lifecycle.addresses import email_key
 from app.platform.pgpool import row_mapping
 from app.services import Services
-from app.sessions.store import Pair, start
+from app.sessions.store import Pair, start, with_app_claims
 
 
 async def start_converted(
@@ -66,14 +67,16 @@ async def convert_by_code(request: Request, svc: Services, session: Session, cod
         attempt = await check_code(conn, code_key(svc), owner, code)
     async with svc.engine.begin() as conn:
         row = await conversion.redeem_setup_code(conn, svc.settings, attempt, session.claims.sv)
-        return await start_converted(conn, svc, request, row)
+        pair = await start_converted(conn, svc, request, row)
+    return await with_app_claims(svc, pair)
 
 
 async def convert_by_link(request: Request, svc: Services, token: str) -> Pair:
     """The setup link, without a password (``email_link``)."""
     async with svc.engine.begin() as conn:
         row = await conversion.redeem_setup_link(conn, svc.settings, token, None)
-        return await start_converted(conn, svc, request, row)
+        pair = await start_converted(conn, svc, request, row)
+    return await with_app_claims(svc, pair)
 
 
 # Signing in
@@ -99,7 +102,8 @@ async def sign_in_by_code(
         attempt = await check_code(conn, code_key(svc), CodeOwner("login", email=key), code)
     async with svc.engine.begin() as conn:
         account = await account_for_login(conn, await consume_code(conn, attempt))
-        return await sign_in_account(conn, svc, session, account, user_agent(request))
+        pair, merged_from = await sign_in_account(conn, svc, session, account, user_agent(request))
+    return await with_app_claims(svc, pair), merged_from
 
 
 async def sign_in_by_link(
@@ -110,7 +114,8 @@ async def sign_in_by_link(
     async with svc.engine.begin() as conn:
         target = await _consume_link_as_code(conn, token, "login")
         account = await account_for_login(conn, target)
-        return await sign_in_account(conn, svc, session, account, user_agent(request))
+        pair, merged_from = await sign_in_account(conn, svc, session, account, user_agent(request))
+    return await with_app_claims(svc, pair), merged_from
 
 
 # Changing the address

@@ -44,11 +44,15 @@ from app.api.deps import (
 from app.api.errors import response_for
 from app.api.responses import session_body
 from app.errors import AnonidError
+from app.hooks import challenge
+from app.hooks.calls import before_user_created
+from app.hooks.challenge import KEY_NAME
 from app.lifecycle import anonymous
 from app.lifecycle.users import get_session_user, user_view
+from app.platform.ratelimit import client_ip
 from app.platform.request_auth import request_cookies
 from app.services import Services
-from app.sessions.store import Pair, start
+from app.sessions.store import Pair, start, with_app_claims
 from app.sessions.useragent import summarise
 
 JSON_NO_STORE = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
@@ -154,12 +158,15 @@ async def _same_user(req: HotRequest, session: Session) -> Reply:
         remaining = max(0, session.claims.exp - int(time.time()))
         return Reply(200, {"user": user_view(row), "expires_in": remaining})
     pair = await start(req.svc.pool, req.svc, row, user_agent=req.user_agent())
-    return _session_reply(req, pair, 200)
+    return _session_reply(req, await with_app_claims(req.svc, pair), 200)
 
 
 async def create_anonymous(req: HotRequest, receive: Receive) -> Reply:
     """``POST /v1/anonymous``: the current session's user (200), else a new guest and its first
-    session (201), in one statement."""
+    session (201), in one statement. With ``ANONID_ANONYMOUS_CHALLENGE=altcha`` the solution is
+    verified before any statement and spent by that one statement; the ``before_user_created``
+    hook is asked before it, ``custom_claims`` after it, with no connection held (CONTRACT §16).
+    With both off, the cost is that of the statement alone."""
     svc = req.svc
     try:
         session = await optional_session(req)
@@ -170,8 +177,18 @@ async def create_anonymous(req: HotRequest, receive: Receive) -> Reply:
     limiter = svc.extras.get("limiter")
     if limiter is not None:
         await limiter.hit_anonymous(req.peer(), req.forwarded_for())
-    guest = anonymous.new_guest(svc.settings.webhook_url_list)
+    settings = svc.settings
+    solved = None
+    if settings.anonymous_challenge == "altcha":
+        solved = challenge.check(req.header(b"x-anonid-challenge"), svc.server_secrets[KEY_NAME])
+    hooks = svc.hooks
+    if hooks.before_user_created:
+        ip = client_ip(req.peer(), req.forwarded_for(), settings.proxies)
+        await before_user_created(hooks, "anonymous", ip, req.header(b"user-agent"))
+    guest = anonymous.new_guest(settings.webhook_url_list, solved)
     pair = await start(svc.pool, svc, guest, user_agent=req.user_agent())
+    if hooks.custom_claims:
+        pair = await with_app_claims(svc, pair)
     return _session_reply(req, pair, 201)
 
 

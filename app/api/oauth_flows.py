@@ -21,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from app.api.credential_flows import limit_credentials
-from app.api.deps import Session, lenient_session, user_agent
+from app.api.deps import Session, client_address, lenient_session, user_agent
 from app.api.responses import NO_STORE, session_body, session_response
 from app.api.return_to import check_return_to, with_error
 from app.credentials.identities import (
     IDENTITY_UNIQUE,
+    CreationNeedsApproval,
     Outcome,
     ProviderIdentity,
     Settled,
@@ -41,10 +42,11 @@ from app.credentials.oidc_client import (
     native_nonce,
 )
 from app.errors import AnonidError, FlowError
+from app.hooks.calls import before_user_created
 from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
 from app.lifecycle.users import get_user
 from app.services import Services
-from app.sessions.store import Pair, start
+from app.sessions.store import Pair, start, with_app_claims
 
 log = logging.getLogger("anonid.oidc")
 
@@ -181,9 +183,38 @@ async def settle_identity(
     stale_starter_fails: bool,
 ) -> tuple[Settled, Pair | None]:
     """The outcome of §13 for a verified identity and, when it signs someone in, their new
-    session, in one transaction. A first sign-in racing another with the same identity (or
-    address) loses the insert and is settled once more."""
+    session, in one transaction. A new account is first put to the ``before_user_created`` hook,
+    with no connection held (``hook_denied``); the ``custom_claims`` hook is asked once the
+    transaction has ended."""
     identity = ProviderIdentity.from_claims(client.config.name, claims)
+    approved = not svc.hooks.before_user_created
+    while True:
+        try:
+            settled, pair = await _settle_once(
+                request, svc, client, identity, starter_ref, stale_starter_fails, approved
+            )
+            break
+        except CreationNeedsApproval:
+            ip = client_address(request, svc.settings)
+            ua = request.headers.get("user-agent")
+            await before_user_created(svc.hooks, "registered", ip, ua)
+            approved = True  # settled again: the outcome may have changed meanwhile
+    if pair is not None:
+        pair = await with_app_claims(svc, pair)
+    return settled, pair
+
+
+async def _settle_once(
+    request: Request,
+    svc: Services,
+    client: ProviderClient,
+    identity: ProviderIdentity,
+    starter_ref: tuple[UUID, int] | None,
+    stale_starter_fails: bool,
+    creation_approved: bool,
+) -> tuple[Settled, Pair | None]:
+    """One transaction settling the identity; a first sign-in racing another with the same
+    identity (or address) loses the insert and is settled once more."""
     for attempt in range(2):
         try:
             async with svc.engine.begin() as conn:
@@ -193,7 +224,13 @@ async def settle_identity(
                     if starter is None and stale_starter_fails:
                         raise FlowError("invalid_state", "the account that started it moved on")
                 settled = await settle(
-                    conn, svc.settings, identity, starter, trust_email=client.config.trust_email
+                    conn,
+                    svc.settings,
+                    identity,
+                    starter,
+                    trust_email=client.config.trust_email,
+                    hooks=svc.hooks,
+                    creation_approved=creation_approved,
                 )
                 if not settled.starts_session:
                     return settled, None
@@ -247,6 +284,13 @@ async def finish_callback(
     except FlowError as exc:
         log.info("provider %s sign-in refused: %s", name, exc)
         return redirect(with_error(flow.return_to, exc.code))
+    except AnonidError as exc:
+        if exc.code != "hook_denied":
+            raise
+        # The application refused the new account (CONTRACT §16): the browser flow's way of
+        # saying so is §13's access_denied.
+        log.info("provider %s sign-in refused by before_user_created: %s", name, exc.message)
+        return redirect(with_error(flow.return_to, "access_denied"))
     if pair is None:
         return redirect(flow.return_to)
     return sign_in(request, svc, pair, merged_from=settled.merged_from, redirect_to=flow.return_to)

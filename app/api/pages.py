@@ -97,12 +97,20 @@ def html_responses(description: str, **errors: str) -> dict[int | str, dict[str,
     return documented
 
 
-def content_security_policy(settings: Settings) -> str:
-    """The pages' CSP: no script at all, inline styles, images only from the brand's logo."""
+def content_security_policy(settings: Settings, *, guest_script: bool = False) -> str:
+    """The pages' CSP: no script at all, inline styles, images only from the brand's logo. A page
+    that creates a guest (``guest_script``) runs ``/account/assets/anonid-guest.js`` and the
+    vendored ALTCHA widget, all from anonid itself: scripts, workers and fetches stay ``'self'``."""
     # img-src data: for the page's empty icon (else browsers fetch /favicon.ico).
     images = " ".join(filter(None, ("data:", brand_of(settings).logo_origin)))
+    scripts = (
+        "script-src 'self'; worker-src 'self'; connect-src 'self'; "
+        "style-src 'self' 'unsafe-inline'; "
+        if guest_script
+        else "style-src 'unsafe-inline'; "
+    )
     return (
-        f"default-src 'none'; style-src 'unsafe-inline'; img-src {images}; form-action 'self'; "
+        f"default-src 'none'; {scripts}img-src {images}; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     )
 

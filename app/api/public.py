@@ -31,11 +31,36 @@ SESSION_ERRORS = responses("invalid_session", "csrf_rejected")
 @router.post(
     "/anonymous",
     summary="Start an anonymous session (or return the current one)",
+    description=(
+        "With `ANONID_ANONYMOUS_CHALLENGE=altcha`, a request without a valid session needs a "
+        "solved challenge from `GET /v1/challenge` in `X-Anonid-Challenge` (base64 of the "
+        "solution JSON); each solution makes one account. With the `before_user_created` hook "
+        "on, the application may refuse (`hook_denied`); with `custom_claims`, the access token "
+        "carries its claims under `app`."
+    ),
     status_code=201,
     responses={
         200: {"model": SessionOut, "description": "A valid session came with the request"},
         201: {"model": SessionOut, "description": "A new anonymous account"},
-        **responses("rate_limited", "csrf_rejected"),
+        **responses(
+            "rate_limited",
+            "csrf_rejected",
+            "challenge_required",
+            "challenge_failed",
+            "hook_denied",
+            "hook_unavailable",
+        ),
+    },
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "X-Anonid-Challenge",
+                "in": "header",
+                "required": False,
+                "description": "Base64 of the ALTCHA solution JSON (when challenges are on).",
+                "schema": {"type": "string"},
+            }
+        ]
     },
 )
 async def create_anonymous() -> Response:

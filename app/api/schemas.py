@@ -58,3 +58,13 @@ class Health(BaseModel):
 class Jwks(BaseModel):
     model_config = ConfigDict(extra="allow")
     keys: list[dict[str, Any]]
+
+
+class ChallengeOut(BaseModel):
+    """An ALTCHA challenge (the ``altcha`` libraries' format, CONTRACT §16)."""
+
+    algorithm: Literal["SHA-256"]
+    challenge: str
+    maxnumber: int
+    salt: str
+    signature: str

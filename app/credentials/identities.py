@@ -30,6 +30,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError, FlowError
+from app.hooks.client import Hooks
 from app.lifecycle.addresses import parse_email
 from app.lifecycle.conversion import merge_guest
 from app.lifecycle.events import record_event
@@ -105,6 +106,11 @@ def decide(
     return Outcome.PROMOTE if starter is not None else Outcome.CREATE
 
 
+class CreationNeedsApproval(Exception):
+    """The outcome is a new account and the ``before_user_created`` hook must be asked first:
+    the caller rolls back, asks it with no connection held, and settles again."""
+
+
 @dataclass(frozen=True, slots=True)
 class Settled:
     outcome: Outcome
@@ -178,10 +184,14 @@ async def settle(
     starter: Starter | None,
     *,
     trust_email: bool,
+    hooks: Hooks | None = None,
+    creation_approved: bool = True,
 ) -> Settled:
     """Carry out the outcome for ``identity`` started by ``starter`` (locked by
     ``current_starter``). Raises ``FlowError("identity_taken")``; a unique violation (the
-    address or the identity taken by a concurrent transaction) rolls the caller back."""
+    address or the identity taken by a concurrent transaction) rolls the caller back. A new
+    account needs ``creation_approved`` (else ``CreationNeedsApproval``); a merge asks the
+    ``before_merge`` hook of ``hooks``."""
     linked = (
         await conn.execute(_LINKED, {"provider": identity.provider, "subject": identity.subject})
     ).first()
@@ -219,6 +229,8 @@ async def settle(
         # Read again: the row's ``methods`` now include the identity just linked.
         return Settled(outcome, (await conn.execute(_ACCOUNT, {"id": promoted.id})).one())
     if outcome is Outcome.CREATE:
+        if not creation_approved:
+            raise CreationNeedsApproval
         created = await create_registered(conn, address if owner is None else None)
         await _link(conn, settings, created.id, identity)
         return Settled(outcome, (await conn.execute(_ACCOUNT, {"id": created.id})).one())
@@ -234,7 +246,7 @@ async def settle(
     account = (await conn.execute(_ACCOUNT, {"id": account_id})).one()
     if starter is not None and starter.anonymous and settings.merge_on_login:
         merged = await merge_guest(
-            conn, settings, starter.user_id, starter.session_version, account_id
+            conn, settings, starter.user_id, starter.session_version, account_id, hooks
         )
         if merged is not None:
             return Settled(outcome, merged, starter.user_id)

@@ -13,6 +13,7 @@ from uuid import UUID
 import orjson
 
 from app.errors import AnonidError
+from app.hooks.challenge import Solved
 from app.lifecycle.events import event_cte, event_params
 from app.lifecycle.users import SESSION_ALIVE, USER_COLUMNS, session_params
 from app.platform.ids import guest_username, new_id
@@ -37,10 +38,40 @@ SELECT u.*, s.created_at AS session_created_at FROM u, s
     )
 
 
+# The same, paid for with a solved challenge (app.hooks.challenge): the challenge is spent first
+# and the guest, its event and its session exist only if this statement spent it, so one solution
+# makes one guest whatever the number of processes; a spent one returns no row.
+def _create_spending(events: str) -> Statement:
+    return Statement(
+        f"""
+WITH spent AS (
+    INSERT INTO spent_challenges (challenge, expires_at)
+    VALUES (:challenge, :challenge_expires)
+    ON CONFLICT DO NOTHING
+    RETURNING challenge
+), u AS (
+    INSERT INTO users (id, username, is_anonymous, data, created_at, updated_at)
+    SELECT CAST(:id AS uuid), CAST(:username AS text), true, '{{}}'::jsonb, now(), now()
+    FROM spent
+    RETURNING {USER_COLUMNS}
+), {events}, {SESSION_OF_NEW_USER}
+SELECT u.*, s.created_at AS session_created_at FROM u, s
+"""
+    )
+
+
+# The event of a guest that may not be made: written only with the guest.
+_EVENT_OF_GUEST = (
+    "SELECT CAST(:event_id AS uuid), CAST(:event_type AS text), u.id, "
+    "CAST(:event_payload AS jsonb), now() FROM u"
+)
+
 _CREATE = _create(event_cte())
 # Without webhooks configured, the webhook CTE would still be planned and run (over an empty
 # array) for every new guest: about 10 us of PostgreSQL's CPU per statement (bench/NOTES.md).
 _CREATE_NO_HOOKS = _create(event_cte(hooks=False))
+_CREATE_SPENDING = _create_spending(event_cte(_EVENT_OF_GUEST))
+_CREATE_SPENDING_NO_HOOKS = _create_spending(event_cte(_EVENT_OF_GUEST, hooks=False))
 
 # The merge runs once: the CTE computes it and the UPDATE both stores it and checks its size.
 # FOR UPDATE makes the CTE wait for a concurrent patch of the row and then read the version it
@@ -75,13 +106,18 @@ _SESSION_LIVE = Statement(
 )
 
 
-def new_guest(webhook_urls: list[str]) -> NewUser:
+def new_guest(webhook_urls: list[str], solved: Solved | None = None) -> NewUser:
     """A new anonymous account and its ``user.anonymous_created`` event, to be inserted with its
-    first session by ``app.sessions.store.start``, all in one statement."""
+    first session by ``app.sessions.store.start``, all in one statement; with ``solved``, only if
+    that statement spends the challenge (else ``challenge_failed``)."""
     user_id = new_id()
     params = event_params("user.anonymous_created", user_id, {"id": str(user_id)}, webhook_urls)
     params.update(id=user_id, username=guest_username())
-    return NewUser(user_id, _CREATE if webhook_urls else _CREATE_NO_HOOKS, params)
+    if solved is None:
+        return NewUser(user_id, _CREATE if webhook_urls else _CREATE_NO_HOOKS, params)
+    params.update(challenge=solved.challenge, challenge_expires=solved.expires_at)
+    statement = _CREATE_SPENDING if webhook_urls else _CREATE_SPENDING_NO_HOOKS
+    return NewUser(user_id, statement, params, refused="challenge_failed")
 
 
 def validate_data(doc: Any, *, patch: bool, max_bytes: int) -> str:

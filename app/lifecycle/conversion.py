@@ -11,7 +11,8 @@ so PostgreSQL settles every race (two clicks, two guests, a login during a reque
                                                   guest's own session typed it)
     merge       anonymous | pending   (deleted)   is_anonymous AND session_version = :sv,
                                                   account registered and locked, merged
-                                                  data within ANONID_DATA_MAX_BYTES
+                                                  data within ANONID_DATA_MAX_BYTES, and the
+                                                  before_merge hook's consent when it is on
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import orjson
 import sqlalchemy as sa
 import sqlalchemy.exc
 from sqlalchemy.engine import Row
@@ -29,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.credentials.email_codes import Attempt, consume_code, issue_with_code
 from app.credentials.links import LinkTarget, consume_link_token, end_link_tokens
 from app.errors import AnonidError
+from app.hooks.calls import before_merge
+from app.hooks.client import Hooks
 from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
 from app.lifecycle.events import record_event
 from app.lifecycle.users import USER_COLUMNS, user_columns
@@ -93,6 +97,33 @@ FROM merged, guest
 WHERE users.id = :account
 RETURNING {_QUALIFIED}
 """
+)
+
+# The merge a before_merge hook replaced: the hook's document becomes the account's data and the
+# guest goes, both only if the document fits (jsonb's text, the form the stored size is read in,
+# may be longer than the compact JSON the hook's answer was checked as).
+_MERGE_REPLACED = sa.text(
+    f"""
+WITH fits AS (
+    SELECT octet_length(CAST(:data AS jsonb)::text) <= :max AS ok
+), guest AS (
+    DELETE FROM users
+    WHERE id = :guest AND session_version = :sv AND is_anonymous AND (SELECT ok FROM fits)
+    RETURNING id
+)
+UPDATE users SET data = CAST(:data AS jsonb), updated_at = now()
+FROM guest
+WHERE users.id = :account
+RETURNING {_QUALIFIED}
+"""
+)
+# Both rows, locked in the order _MERGE locks them, before the before_merge hook is asked.
+_LOCK_ACCOUNT = sa.text(
+    f"SELECT {USER_COLUMNS} FROM users WHERE id = :account AND NOT is_anonymous FOR UPDATE"
+)
+_LOCK_GUEST = sa.text(
+    f"SELECT {USER_COLUMNS} FROM users"
+    " WHERE id = :guest AND session_version = :sv AND is_anonymous FOR UPDATE"
 )
 
 _OWNER = sa.text("SELECT id, email FROM users WHERE email = :email AND NOT is_anonymous")
@@ -247,21 +278,39 @@ async def merge_guest(
     guest_id: UUID,
     guest_session_version: int,
     account_id: UUID,
+    hooks: Hooks | None = None,
 ) -> Row[Any] | None:
     """Fold the guest's data into the account and delete the guest; ``None`` if there is no guest
-    or the merged document would exceed ``ANONID_DATA_MAX_BYTES``: then the guest is left alone
-    (not merged, not deleted), as when a ``before_merge`` hook refuses (CONTRACT §16).
+    or the merged document would exceed ``ANONID_DATA_MAX_BYTES``, or when the ``before_merge``
+    hook (``hooks``, when on) refuses: then the guest is left alone (not merged, not deleted) and
+    the caller's sign-in goes on (CONTRACT §16).
 
     Objects merge recursively, arrays are unioned (account's items first), scalars keep the
-    account's value (``jsonb_merge_guest``, migrations 0001 and 0003).
+    account's value (``jsonb_merge_guest``, migrations 0001 and 0003), unless the hook answers
+    with the document to store instead. The hook is asked inside the caller's transaction with
+    both rows locked, so neither can change between its answer and the merge; the wait is
+    bounded by ``ANONID_HOOK_TIMEOUT_MS``.
     """
-    params = {
+    params: dict[str, Any] = {
         "guest": guest_id,
         "sv": guest_session_version,
         "account": account_id,
         "max": settings.data_max_bytes,
     }
-    row = (await conn.execute(_MERGE, params)).first()
+    statement = _MERGE
+    if hooks is not None and hooks.before_merge:
+        account = (await conn.execute(_LOCK_ACCOUNT, params)).first()
+        guest = (await conn.execute(_LOCK_GUEST, params)).first()
+        if account is None or guest is None:
+            return None
+        decision = await before_merge(hooks, settings.data_max_bytes, guest, account)
+        if not decision.allow:
+            log.info("guest %s not merged into %s: refused by before_merge", guest_id, account_id)
+            return None
+        if decision.data is not None:
+            statement = _MERGE_REPLACED
+            params["data"] = orjson.dumps(decision.data).decode()
+    row = (await conn.execute(statement, params)).first()
     if row is None:
         if await _guest_remains(conn, guest_id, guest_session_version):
             log.info(

@@ -1,6 +1,7 @@
 """Access tokens (CONTRACT §4): short-lived ES256 JWTs that anyone can verify offline.
 
-Claims: ``iss``, ``aud``, ``sub``, ``iat``, ``exp``, ``jti``, ``anon``, ``sv`` and ``sid``. A token
+Claims: ``iss``, ``aud``, ``sub``, ``iat``, ``exp``, ``jti``, ``anon``, ``sv`` and ``sid``, and the
+application's own under ``app`` when the ``custom_claims`` hook is on (``app.sessions.store``). A token
 lives ``ANONID_ACCESS_TOKEN_TTL_MINUTES``, never past the end of its session's absolute lifetime.
 
 ``verify`` checks what the token itself can prove (key, algorithm, issuer, audience, claims,
@@ -90,9 +91,11 @@ class AccessTokens:
         session_id: UUID,
         *,
         not_after: float | None = None,
+        app: dict[str, Any] | None = None,
     ) -> IssuedToken:
         """A signed access token (JWS compact form), living the access TTL but never past
-        ``not_after`` (the session's end). The header segment is built once per key, the payload
+        ``not_after`` (the session's end), with the application's claims under ``app`` when
+        given (the ``custom_claims`` hook, CONTRACT §16). The header segment is built once per key, the payload
         with orjson, and the key signs as PyJWT's ES256 would, without building its ECDSA
         parameters on every call: SHA-256, then r||s as 32 bytes each (RFC 7518 §3.4)."""
         current = self.ring.current
@@ -121,6 +124,8 @@ class AccessTokens:
             "sv": session_version,
             "sid": str(session_id),
         }
+        if app is not None:
+            payload["app"] = app
         signing_input = self.ring.current_header + b"." + _b64(orjson.dumps(payload)).encode()
         r, s = decode_dss_signature(current.private.sign(signing_input, self._ecdsa))
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")

@@ -20,6 +20,8 @@ Guarantees:
 - rotation is one statement: it locks the session row, so concurrent refreshes of one token are
   serialised and each sees what the previous one wrote (one session, however many succeed);
 - the ending for reuse is committed even though the request fails;
+- with the ``custom_claims`` hook on, the hook is asked before the rotation (no connection held
+  while it answers), so a hook that fails leaves the presented token as it was;
 - only someone holding a token of the session can end it this way: the family secret is in no
   access token, so knowing a ``sid`` is not enough;
 - a refresh moves ``last_used_at`` and touches the account's ``updated_at`` at most once a day,
@@ -40,8 +42,9 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
+from app.hooks.calls import custom_claims
 from app.lifecycle.events import record_event
-from app.lifecycle.users import USER_COLUMNS
+from app.lifecycle.users import USER_COLUMNS, user_columns
 from app.outbox.enqueue import enqueue_email
 from app.platform.pgpool import Db, Statement, fetchrow, row_mapping
 from app.sessions.alive import alive, lifetime_params
@@ -169,6 +172,17 @@ FOR UPDATE OF s
 """
 )
 
+# The user of a redeemable token, read without a lock before the rotation when the custom_claims
+# hook must be asked first: a hook that fails then leaves the token unspent.
+_PEEK = Statement(
+    f"""
+SELECT {user_columns("u")}
+FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.user_id = :user_id AND s.id = :sid AND s.family_hash = :family_hash
+  AND {alive()} AND {_REDEEMABLE}
+"""
+)
+
 _END_REUSED = Statement(
     "UPDATE sessions SET ended_at = now(), ended_reason = 'refresh_reused' "
     "WHERE user_id = :user_id AND id = :sid AND ended_at IS NULL RETURNING id"
@@ -183,6 +197,7 @@ async def redeem(db: Db, svc: Services, token: str) -> Pair:
     presented = parse(token)
     if presented is None:
         raise AnonidError("invalid_session")
+    app = await _app_claims(db, svc, presented)
     for _ in range(2):
         new = _mint(presented.user_id, presented.sid, presented.family)
         params = {
@@ -197,10 +212,30 @@ async def redeem(db: Db, svc: Services, token: str) -> Pair:
         row = await fetchrow(db, _ROTATE, params)
         if row is not None:
             created_at = row_mapping(row)["session_created_at"]
-            return pair_for(svc, row, presented.sid, created_at, new.token)
+            return pair_for(svc, row, presented.sid, created_at, new.token, app)
         if not await _end_if_reused(svc, params):
             break  # redeemable again: a concurrent rotation moved on while we looked; retry
     raise AnonidError("invalid_session")
+
+
+async def _app_claims(db: Db, svc: Services, presented: Presented) -> dict[str, Any] | None:
+    """The application's claims for the rotated access token (``custom_claims``), asked before
+    the rotation with no connection held; ``None`` when the hook is off, allowed to fail, or the
+    token is not redeemable (the rotation then says why)."""
+    if not svc.hooks.custom_claims:
+        return None
+    params = {
+        "user_id": presented.user_id,
+        "sid": presented.sid,
+        "family_hash": presented.family_hash,
+        "token_hash": presented.token_hash,
+        "reuse": svc.settings.refresh_reuse_seconds,
+        **lifetime_params(svc.settings),
+    }
+    user = await fetchrow(db, _PEEK, params)
+    if user is None:
+        return None
+    return await custom_claims(svc.hooks, user)
 
 
 async def _end_if_reused(svc: Services, params: dict[str, Any]) -> bool:

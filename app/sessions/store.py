@@ -11,13 +11,15 @@ in to another account leaves no orphan behind).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.errors import AnonidError
+from app.hooks.calls import custom_claims
 from app.platform.ids import new_id
 from app.platform.pgpool import Db, Statement, fetchrow, row_mapping
 from app.services import Services
@@ -108,6 +110,8 @@ class NewUser:
     user_id: UUID
     statement: Statement
     params: dict[str, Any]
+    # The error when the statement may insert nothing (a guest paid for with a spent challenge).
+    refused: str | None = None
 
 
 def remaining(
@@ -122,14 +126,40 @@ def remaining(
     return max(1, left), hard_end
 
 
-def pair_for(svc: Services, user: Any, sid: UUID, created_at: datetime, refresh_token: str) -> Pair:
+def pair_for(
+    svc: Services,
+    user: Any,
+    sid: UUID,
+    created_at: datetime,
+    refresh_token: str,
+    app: dict[str, Any] | None = None,
+) -> Pair:
     """Sign the access token of a session whose row is written (or rotated)."""
     row = row_mapping(user)
     max_age, hard_end = remaining(svc.settings, row["is_anonymous"], created_at)
     access = svc.access.issue(
-        row["id"], row["is_anonymous"], row["session_version"], sid, not_after=hard_end
+        row["id"], row["is_anonymous"], row["session_version"], sid, not_after=hard_end, app=app
     )
     return Pair(user, access, refresh_token, max_age)
+
+
+async def with_app_claims(svc: Services, pair: Pair) -> Pair:
+    """The pair of a session that has just begun, its access token carrying the application's
+    claims when the ``custom_claims`` hook is on (else ``pair`` itself, at no cost). Called once
+    the sign-in's transaction has ended, so no connection waits on the hook; a failure with
+    ``ANONID_HOOK_FAILURE=deny`` is ``hook_unavailable`` (the session row stays, unused, and ends
+    with retention). A refresh asks the hook before it rotates (``app.sessions.refresh``)."""
+    if not svc.hooks.custom_claims:
+        return pair
+    app = await custom_claims(svc.hooks, pair.user)
+    if app is None:
+        return pair
+    claims = pair.access.claims
+    # The same session and expiry; only the application's claims are added.
+    access = svc.access.issue(
+        claims.sub, claims.anon, claims.sv, claims.sid, not_after=claims.exp, app=app
+    )
+    return replace(pair, access=access)
 
 
 async def start(
@@ -154,7 +184,9 @@ async def start(
     }
     if isinstance(user, NewUser):
         row = await fetchrow(db, user.statement, {**user.params, **params})
-        assert row is not None  # an INSERT … RETURNING returns its row or raises
+        if row is None:
+            assert user.refused is not None  # else an INSERT … RETURNING returns its row or raises
+            raise AnonidError(user.refused)
         return pair_for(svc, row, sid, row_mapping(row)["session_created_at"], secret.token)
     params.update(
         user_id=user_id,

@@ -71,8 +71,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name="fk_sessions_user_id_users", ondelete="CASCADE"
         ),
-        postgresql_with={"fillfactor": FILLFACTOR},
     )
+    # A storage parameter set by SQL: SQLAlchemy 2.0 (which pyproject allows) has no
+    # postgresql_with on Table.
+    op.execute(f"ALTER TABLE sessions SET (fillfactor = {FILLFACTOR})")
     op.create_index("ix_sessions_last_used_day", "sessions", ["last_used_day"])
     op.create_index(
         "ix_sessions_ended_at",

@@ -14,7 +14,7 @@ links, and the ways an account can sign in.
   (``app.lifecycle.users``). A later way to sign in (passkeys) replaces it to add its own.
 
 Revision ID: 0012
-Revises: 0011
+Revises: 0014
 Create Date: 2027-02-01
 """
 
@@ -25,7 +25,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import BYTEA
 
 revision = "0012"
-down_revision = "0011"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

@@ -1,10 +1,11 @@
 """The storefront's web app: server-rendered pages, favourites stored in anonid by the browser.
 
-The browser talks to anonid directly (``credentials: "include"``) to create the guest account,
-patch the favourites and start the sign-up; this backend only reads the session cookies, which
-the browser sends here too because anonid and the storefront share a host (cookies are per host,
-not per port). When the access cookie has expired, the backend renews the session with anonid and
-passes the new cookies on with its page (``auth.SessionRenewer``).
+The browser talks to anonid directly, through ``@anonid/client`` in cookie mode
+(``static/anonid-client.js``, a copy of ``clients/js/dist/index.js``), to create the guest account,
+patch the favourites and convert. This backend only reads the session cookies, which the browser
+sends here too because anonid and the storefront share a host (cookies are per host, not per
+port), through ``anonid_client``: ``AnonidMiddleware`` verifies the access cookie offline and,
+once it has expired, renews the session with anonid and passes the new cookies on with the page.
 """
 
 from __future__ import annotations
@@ -12,31 +13,46 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
+from anonid_client import AnonidMiddleware, SessionVerifier, session_of
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from storefront.auth import LEEWAY_SECONDS, SessionRenewer, SessionVerifier, Visitor
 from storefront.catalog import PRODUCTS
 
 HERE = Path(__file__).parent
+LEEWAY_SECONDS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """Who the access cookie says the visitor is."""
+
+    user_id: str
+    anonymous: bool
+
+
+def visitor_of(claims: dict[str, Any] | None) -> Visitor | None:
+    if claims is None or not isinstance(claims.get("anon"), bool):
+        return None
+    return Visitor(claims["sub"], claims["anon"])
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Where anonid is, as the browser sees it and as this backend sees it."""
+    """Where anonid is, as the browser sees it and as this backend reaches it."""
 
     anonid_url: str = "http://localhost:8000"
-    jwks_url: str | None = None
+    # anonid as this backend reaches it (its keys, renewals); in compose, http://app:8000.
+    api_url: str | None = None
     issuer: str | None = None
     audience: str = "anonid"
     cookie_name: str = "anonid_session"
     refresh_cookie_name: str = "anonid_refresh"
-    refresh_url: str | None = None
     leeway_seconds: float = LEEWAY_SECONDS
     inbox_url: str | None = None
     # anonid's providers to offer ("Continue with …"), as (name, label): ANONID_OIDC_PROVIDERS.
@@ -47,12 +63,11 @@ class Config:
         env = os.environ
         return cls(
             anonid_url=env.get("STOREFRONT_ANONID_URL", "http://localhost:8000").rstrip("/"),
-            jwks_url=env.get("STOREFRONT_JWKS_URL") or None,
+            api_url=env.get("STOREFRONT_ANONID_API_URL") or None,
             issuer=env.get("STOREFRONT_ISSUER") or None,
             audience=env.get("STOREFRONT_AUDIENCE", "anonid"),
             cookie_name=env.get("STOREFRONT_COOKIE_NAME", "anonid_session"),
             refresh_cookie_name=env.get("STOREFRONT_REFRESH_COOKIE_NAME", "anonid_refresh"),
-            refresh_url=env.get("STOREFRONT_REFRESH_URL") or None,
             leeway_seconds=float(env.get("STOREFRONT_LEEWAY_SECONDS", LEEWAY_SECONDS)),
             inbox_url=env.get("STOREFRONT_INBOX_URL") or None,
             providers=_providers(env.get("STOREFRONT_PROVIDERS", "")),
@@ -72,40 +87,19 @@ def _providers(value: str) -> tuple[tuple[str, str], ...]:
 def create_app(config: Config | None = None) -> FastAPI:
     config = config or Config.from_env()
     verifier = SessionVerifier(
-        config.jwks_url or f"{config.anonid_url}/.well-known/jwks.json",
+        config.api_url or config.anonid_url,
         issuer=config.issuer or config.anonid_url,
         audience=config.audience,
         leeway=config.leeway_seconds,
-    )
-    renewer = SessionRenewer(
-        config.refresh_url or f"{config.anonid_url}/v1/session/refresh",
-        config.cookie_name,
-        config.refresh_cookie_name,
+        cookie_name=config.cookie_name,
+        refresh_cookie_name=config.refresh_cookie_name,
     )
     templates = Jinja2Templates(directory=HERE / "templates")
     app = FastAPI(title="anonid demo storefront", docs_url=None, redoc_url=None)
+    # Every request: the visitor from the access cookie, renewed with anonid once expired (the
+    # renewed cookies go out with whatever the route answers).
+    app.add_middleware(AnonidMiddleware, verifier=verifier)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-
-    async def visitor(request: Request, response: Response) -> Visitor | None:
-        """Who the access cookie says the visitor is, renewing it with anonid once it has
-        expired; the renewed cookies are added to ``response``."""
-        # PyJWKClient and the renewal use urllib (blocking): keep them off the loop.
-        who, expired = await run_in_threadpool(
-            verifier.check, request.cookies.get(config.cookie_name)
-        )
-        refresh_token = request.cookies.get(config.refresh_cookie_name)
-        if who is not None or not refresh_token:
-            return who
-        if not expired and request.cookies.get(config.cookie_name):
-            return None  # a bad token: renewing would not make it good
-        renewal = await run_in_threadpool(renewer.renew, refresh_token)
-        if renewal is None:
-            return None
-        for header in renewal.set_cookies:
-            response.headers.append("set-cookie", header)
-        if renewal.access_token is None:
-            return None
-        return await run_in_threadpool(verifier.verify, renewal.access_token)
 
     def provider_links(request: Request) -> list[dict[str, str]]:
         # Back to this very page after the provider; anonid checks it is on an allowed origin.
@@ -120,9 +114,8 @@ def create_app(config: Config | None = None) -> FastAPI:
             for n, label in config.providers
         ]
 
-    def page(
-        request: Request, name: str, who: Visitor | None, renewed: Response, **context: object
-    ) -> HTMLResponse:
+    def page(request: Request, name: str, **context: object) -> HTMLResponse:
+        who = visitor_of(session_of(request.scope))
         response = templates.TemplateResponse(
             request,
             name,
@@ -138,32 +131,22 @@ def create_app(config: Config | None = None) -> FastAPI:
         )
         # The page shows who is signed in: never let a cache hand it to someone else.
         response.headers["Cache-Control"] = "no-store"
-        for header in renewed.headers.getlist("set-cookie"):
-            response.headers.append("set-cookie", header)
         return response
 
     @app.get("/", response_class=HTMLResponse)
     async def products(request: Request) -> HTMLResponse:
-        renewed = Response()
-        who = await visitor(request, renewed)
-        return page(request, "products.html", who, renewed, active="products")
+        return page(request, "products.html", active="products")
 
     @app.get("/favourites", response_class=HTMLResponse)
     async def favourites(request: Request) -> HTMLResponse:
-        renewed = Response()
-        who = await visitor(request, renewed)
-        return page(request, "favourites.html", who, renewed, active="favourites")
+        return page(request, "favourites.html", active="favourites")
 
     @app.get("/api/session")
     async def session(request: Request) -> JSONResponse:
         """What this backend concluded from the cookies (asking anonid only to renew)."""
-        renewed = Response()
-        who = await visitor(request, renewed)
+        who = visitor_of(session_of(request.scope))
         body = None if who is None else {"user_id": who.user_id, "anonymous": who.anonymous}
-        response = JSONResponse({"visitor": body}, headers={"Cache-Control": "no-store"})
-        for header in renewed.headers.getlist("set-cookie"):
-            response.headers.append("set-cookie", header)
-        return response
+        return JSONResponse({"visitor": body}, headers={"Cache-Control": "no-store"})
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,24 +1,22 @@
-// The browser talks to anonid directly; the anonid cookie is HttpOnly, so this script never sees
-// the token: `credentials: "include"` lets the browser attach it and store the one anonid sets.
-"use strict";
-const anonid = document.body.dataset.anonid;
+// The page talks to anonid through @anonid/client in cookie mode (anonid-client.js, a copy of
+// clients/js/dist/index.js): anonid's cookies are HttpOnly, so this script never sees a token;
+// the browser attaches them and stores the ones anonid sets, and anonid renews an expired one.
+import { createClient, readProviderError } from "./anonid-client.js";
+
+const anonid = createClient({ url: document.body.dataset.anonid });
 let session = document.body.dataset.session; // "none" | "guest" | "registered"
 
-async function call(method, path, body, type = "application/json") {
-  const init = { method, credentials: "include", headers: {} };
-  if (body !== undefined) {
-    init.headers["Content-Type"] = type;
-    init.body = JSON.stringify(body);
-  }
-  const response = await fetch(anonid + path, init);
-  const payload = response.status === 204 ? null : await response.json();
-  if (!response.ok) {
-    const error = new Error((payload && payload.message) || response.statusText);
-    error.status = response.status;
-    throw error;
-  }
-  return payload;
+function setWho(label) {
+  document.getElementById("who-label").textContent = label;
 }
+
+// anonid no longer knows this session (ended elsewhere, culled): it has cleared the cookies.
+anonid.onAuthStateChange((event) => {
+  if (event === "SESSION_ENDED") {
+    session = "none";
+    setWho("Not signed in");
+  }
+});
 
 function show(favourites) {
   const ids = Object.keys(favourites || {});
@@ -56,10 +54,12 @@ function signupStatus(text) {
   status.hidden = false;
 }
 
+// When anonid asks for a proof of work before making a guest (ANONID_ANONYMOUS_CHALLENGE=altcha),
+// signInAnonymously() fetches the challenge, solves it in a Web Worker and retries.
 async function startGuest() {
-  await call("POST", "/v1/anonymous");
+  await anonid.signInAnonymously();
   session = "guest";
-  document.getElementById("who-label").textContent = "Guest";
+  setWho("Guest");
 }
 
 async function toggle(button) {
@@ -69,19 +69,17 @@ async function toggle(button) {
     // The first favourite is the first thing worth remembering: start a guest account.
     if (session === "none") await startGuest();
     // A JSON Merge Patch touching one key: concurrent tabs cannot undo each other's favourites.
-    const patch = () => call(
-      "PATCH", "/v1/me/data", { favourites: { [button.dataset.product]: on ? true : null } },
-      "application/merge-patch+json");
-    let result;
+    const patch = () => anonid.updateData({ favourites: { [button.dataset.product]: on ? true : null } });
+    let data;
     try {
-      result = await patch();
+      data = await patch();
     } catch (err) {
-      if (err.status !== 401) throw err;
+      if (err.code !== "invalid_session") throw err;
       // The session ended elsewhere (logged out in another tab, culled): start afresh.
       await startGuest();
-      result = await patch();
+      data = await patch();
     }
-    show(result.data.favourites);
+    show(data.favourites);
   } catch (err) {
     signupStatus("Could not save that favourite: " + err.message);
   } finally {
@@ -95,19 +93,20 @@ document.addEventListener("click", (event) => {
 });
 
 document.getElementById("logout")?.addEventListener("click", async () => {
-  await call("POST", "/v1/logout");
+  await anonid.signOut();
   window.location.reload();
 });
 
+// Converting the guest: a link by email (anonid's hosted page sets the password) ...
 document.getElementById("signup-form")?.addEventListener("submit", async (event) => {
   event.preventDefault();
   const email = document.getElementById("signup-email").value;
   const byCode = event.submitter && event.submitter.id === "signup-code";
   try {
     if (session === "none") await startGuest();
-    const result = await call("POST", "/v1/me/conversion", { email });
-    if (byCode) askForCode(result.pending_email);
-    else signupStatus(`Check ${result.pending_email} for a link to choose your password.`);
+    const pending = await anonid.requestConversion(email);
+    if (byCode) askForCode(pending.pending_email);
+    else signupStatus(`Check ${pending.pending_email} for a link to choose your password.`);
   } catch (err) {
     signupStatus(err.message);
   }
@@ -117,7 +116,7 @@ document.getElementById("code-form")?.addEventListener("submit", async (event) =
   event.preventDefault();
   const code = document.getElementById("code-input").value;
   try {
-    await call("POST", "/v1/me/conversion/verify", { code });
+    await anonid.verifyConversionCode(code);
     // Registered now: the page is drawn again for the account (and without the sign-up box).
     window.location.reload();
   } catch (err) {
@@ -125,17 +124,28 @@ document.getElementById("code-form")?.addEventListener("submit", async (event) =
   }
 });
 
+// ... or a provider: the guest (if any) comes along and becomes registered in place. The links
+// work without this script too; the client builds the same URL, back to this page.
+for (const link of document.querySelectorAll("a.provider")) {
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    const back = new URL(window.location.href);
+    back.searchParams.delete("error");
+    anonid.signInWithProvider(link.dataset.provider, { returnTo: back.href });
+  });
+}
+
 async function load() {
   if (session === "none") return show({});
   try {
-    const user = await call("GET", "/v1/me");
+    const user = await anonid.getUser();
     showUser(user);
     show(user.data.favourites);
   } catch (err) {
-    if (err.status === 401) {
-      // anonid no longer knows this session (and has cleared the cookie): a new visitor.
+    if (err.code === "invalid_session") {
+      // anonid no longer knows this session (and has cleared the cookies): a new visitor.
       session = "none";
-      document.getElementById("who-label").textContent = "Not signed in";
+      setWho("Not signed in");
       return show({});
     }
     signupStatus("Could not load your favourites: " + err.message);
@@ -143,15 +153,8 @@ async function load() {
 }
 
 // Back from "Continue with …" without a session: anonid says why in ?error=.
-const PROVIDER_ERRORS = {
-  access_denied: "Signing in with the provider was cancelled.",
-  identity_taken: "That provider account is already linked to another account.",
-  email_taken: "That address already belongs to another account.",
-};
-const providerError = new URLSearchParams(window.location.search).get("error");
-if (providerError) {
-  signupStatus(PROVIDER_ERRORS[providerError] || "Signing in with the provider did not work; please try again.");
-}
+const providerError = readProviderError();
+if (providerError) signupStatus(providerError.message);
 
 // data-ready tells tests (and anyone curious) that the page has its data.
 load().finally(() => { document.body.dataset.ready = "true"; });
