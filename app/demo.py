@@ -1,9 +1,11 @@
 """``anonid demo``: anonid and the example storefront side by side, for a first look.
 
-Both listen on the same host (127.0.0.1) on different ports: cookies belong to a host, not a
-port, so the browser sends anonid's HttpOnly session cookie to the storefront too, which is how
-the storefront's backend can read it. The cookie is not ``Secure`` here because the demo is plain
-http.
+Both listen on 127.0.0.1 on different ports and are reached as ``localhost``: cookies belong to
+a host, not a port, so the browser sends anonid's HttpOnly session cookie to the storefront too,
+which is how the storefront's backend can read it; and browsers refuse an IP address as a
+passkey's RP id, so the host name is what lets the demo offer passkeys. The cookie is not
+``Secure`` here because the demo is plain http (browsers treat ``localhost`` as secure for
+WebAuthn all the same).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-HOST = "127.0.0.1"
+HOST = "127.0.0.1"  # where both listen
+PUBLIC_HOST = "localhost"  # how the browser reaches them (the passkeys' RP id)
 STOREFRONT_DIR = Path(__file__).resolve().parent.parent / "examples" / "storefront"
 # The storefront's backend imports anonid_client: from this checkout when it is not installed.
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "python" / "src"
@@ -40,8 +43,8 @@ def port_in_use(port: int) -> bool:
 def demo_settings(port: int, storefront_port: int) -> dict[str, str]:
     """The ``ANONID_*`` values the demo needs; the rest (database, data dir) stay the user's."""
     return {
-        "ANONID_PUBLIC_URL": f"http://{HOST}:{port}",
-        "ANONID_ALLOWED_ORIGINS": f"http://{HOST}:{storefront_port}",
+        "ANONID_PUBLIC_URL": f"http://{PUBLIC_HOST}:{port}",
+        "ANONID_ALLOWED_ORIGINS": f"http://{PUBLIC_HOST}:{storefront_port}",
         "ANONID_COOKIE_SECURE": "false",
         # The local catcher and its /dev/mail page are the demo's inbox.
         "ANONID_SMTP_URL": "",
@@ -52,8 +55,8 @@ def demo_settings(port: int, storefront_port: int) -> dict[str, str]:
 def start_storefront(port: int, storefront_port: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "STOREFRONT_ANONID_URL": f"http://{HOST}:{port}",
-        "STOREFRONT_INBOX_URL": f"http://{HOST}:{port}/dev/mail",
+        "STOREFRONT_ANONID_URL": f"http://{PUBLIC_HOST}:{port}",
+        "STOREFRONT_INBOX_URL": f"http://{PUBLIC_HOST}:{port}/dev/mail",
     }
     if CLIENT_DIR.is_dir():
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CLIENT_DIR), env.get("PYTHONPATH")]))
@@ -88,9 +91,11 @@ def announce_when_ready(
 
     def wait() -> None:
         deadline = time.monotonic() + timeout
-        anonid, shop = f"http://{HOST}:{port}", f"http://{HOST}:{storefront_port}"
+        anonid, shop = f"http://{PUBLIC_HOST}:{port}", f"http://{PUBLIC_HOST}:{storefront_port}"
         while time.monotonic() < deadline:
-            if ready(anonid + "/readyz") and ready(shop + "/healthz"):
+            if ready(f"http://{HOST}:{port}/readyz") and ready(
+                f"http://{HOST}:{storefront_port}/healthz"
+            ):
                 say(
                     "\n"
                     f"  storefront   {shop}\n"

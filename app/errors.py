@@ -26,6 +26,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "invalid_session": (401, N_("The session is missing, ended or no longer valid.")),
     "session_expired": (401, N_("The access token has expired; refresh the session.")),
     "invalid_credentials": (401, N_("The email address or password is not correct.")),
+    "invalid_passkey": (400, N_("The passkey could not be verified, so it was not added.")),
     "unauthorized": (401, N_("A valid admin API key is required.")),
     "csrf_rejected": (403, N_("This request came from an origin that is not allowed.")),
     "forbidden": (403, N_("This session may not do that.")),

@@ -25,8 +25,10 @@ from app.api import (
     oauth,
     ops,
     pages,
+    passkeys,
     passwordless,
     public,
+    security_page,
 )
 from app.api import metrics as metrics_api
 from app.api import privacy as privacy_api
@@ -164,9 +166,11 @@ def create_app(
     app.include_router(account.router)
     app.include_router(passwordless.router)
     app.include_router(oauth.router)
+    app.include_router(passkeys.router)
     app.include_router(sessions_api.router)
     app.include_router(pages.router)
     app.include_router(email_pages.router)
+    app.include_router(security_page.router)
     app.include_router(assets.router)
     app.include_router(ops.router)
     app.include_router(privacy_api.router)
@@ -199,9 +203,10 @@ def create_app(
             "authorization",
             "x-anonid-token",
             "x-anonid-challenge",
+            "x-anonid-challenge-id",
             "x-request-id",
         ],
-        expose_headers=["x-request-id"],
+        expose_headers=["x-request-id", "x-anonid-challenge-id"],
         max_age=600,
     )
     # Outermost of all: every response, refusals included, gets a request id, a log line, metrics.

@@ -40,8 +40,9 @@ users = sa.Table(
         "NOT is_anonymous OR (email IS NULL AND password_hash IS NULL)",
         name="anonymous_has_no_credentials",
     ),
-    # A registered account has an address or an identity: a deferred constraint trigger
-    # (ck_users_registered_can_sign_in, migration 0011), since a check cannot see identities.
+    # A registered account has an address, an identity or a passkey: a deferred constraint
+    # trigger (ck_users_registered_can_sign_in, migrations 0011 and 0013), since a check cannot
+    # see other tables.
     sa.CheckConstraint("jsonb_typeof(data) = 'object'", name="data_is_object"),
 )
 # Addresses are stored in their one normal form (app.lifecycle.addresses), compared with "=".
@@ -194,6 +195,51 @@ sa.Index(
     "ix_sessions_ended_at",
     sessions.c.ended_at,
     postgresql_where=sa.text("ended_at IS NOT NULL"),
+)
+
+# WebAuthn credentials (CONTRACT §14); they go with the user.
+passkeys = sa.Table(
+    "passkeys",
+    metadata,
+    sa.Column("id", UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "user_id",
+        UUID(as_uuid=True),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("credential_id", BYTEA, nullable=False, unique=True),
+    sa.Column("public_key", BYTEA, nullable=False),  # COSE_Key, as the authenticator gave it
+    sa.Column("sign_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("aaguid", sa.Text),
+    sa.Column("backed_up", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_used_at", TS),
+)
+
+# WebAuthn ceremonies in flight, keyed by their challenge; single use, five minutes.
+webauthn_challenges = sa.Table(
+    "webauthn_challenges",
+    metadata,
+    sa.Column("challenge", BYTEA, primary_key=True),
+    sa.Column("purpose", sa.Text, nullable=False),
+    # register: the session that asked (no foreign keys, as oauth_flows: checked when consumed).
+    sa.Column("user_id", UUID(as_uuid=True)),
+    sa.Column("session_version", sa.Integer),
+    sa.Column("session_id", UUID(as_uuid=True)),
+    # login: SHA-256 of the browser's short cookie and of the X-Anonid-Challenge-Id.
+    sa.Column("browser_hash", BYTEA),
+    sa.Column("client_hash", BYTEA),
+    sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("expires_at", TS, nullable=False, index=True),
+    sa.CheckConstraint(
+        "(purpose = 'register' AND user_id IS NOT NULL AND session_version IS NOT NULL"
+        " AND session_id IS NOT NULL)"
+        " OR (purpose = 'login' AND browser_hash IS NOT NULL AND client_hash IS NOT NULL)",
+        name="bound",
+    ),
 )
 
 events = sa.Table(

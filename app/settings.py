@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     # unknown ``kid`` (a key rotation is picked up, a flood of made-up kids is not a flood of
     # fetches); tests shorten it.
     oidc_jwks_refresh_seconds: int = Field(30, ge=0, le=3600)
+    # Passkeys (CONTRACT §3, §14): unset, the RP id is the host of ANONID_PUBLIC_URL, the name
+    # the brand's, and the origins ANONID_PUBLIC_URL's and ANONID_ALLOWED_ORIGINS.
+    webauthn_rp_id: str | None = None
+    webauthn_rp_name: str | None = Field(None, max_length=100)
+    webauthn_origins: str | None = None
     # Abuse protection and synchronous hooks (CONTRACT §3, §16).
     anonymous_challenge: Literal["off", "altcha"] = "off"
     challenge_max_number: int = Field(100000, ge=1, le=10_000_000)
@@ -225,6 +230,34 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r} is not an IP address or network") from exc
         return v
 
+    @field_validator("webauthn_rp_id")
+    @classmethod
+    def _rp_id(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        host = v.strip().lower()
+        # A bare host name (no scheme, port or path): what browsers hash as the RP id.
+        if not re.fullmatch(
+            r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*", host
+        ):
+            raise ValueError("must be a host name such as example.com (no scheme, port or path)")
+        return host
+
+    @field_validator("webauthn_rp_name")
+    @classmethod
+    def _rp_name(cls, v: str | None) -> str | None:
+        return None if v is None or not v.strip() else v.strip()
+
+    @field_validator("webauthn_origins")
+    @classmethod
+    def _webauthn_origins(cls, v: str | None) -> str | None:
+        for item in _split(v):
+            parts = urlsplit(item)
+            bare = not (parts.path.strip("/") or parts.query or parts.fragment or parts.username)
+            if parts.scheme not in ("http", "https") or not parts.hostname or not bare:
+                raise ValueError(f"{item!r} is not an origin such as https://app.example.com")
+        return v
+
     @field_validator("oidc_providers")
     @classmethod
     def _oidc_names(cls, v: str | None) -> str | None:
@@ -341,6 +374,31 @@ class Settings(BaseSettings):
     def oidc_provider_map(self) -> dict[str, OidcProvider]:
         """The configured providers by name, in the order ``ANONID_OIDC_PROVIDERS`` lists them."""
         return {name: _oidc_provider(name, self.oidc) for name in _split(self.oidc_providers)}
+
+    @cached_property
+    def rp_id(self) -> str:
+        """The WebAuthn relying-party id: ``ANONID_WEBAUTHN_RP_ID``, else the public URL's host."""
+        return self.webauthn_rp_id or (urlsplit(self.public_url).hostname or "localhost")
+
+    @cached_property
+    def rp_name(self) -> str:
+        return self.webauthn_rp_name or self.brand_name
+
+    @cached_property
+    def webauthn_origin_list(self) -> list[str]:
+        """Origins accepted in WebAuthn responses (``clientDataJSON.origin``)."""
+        named = [o.rstrip("/") for o in _split(self.webauthn_origins)]
+        return named or list(dict.fromkeys([_origin(self.public_url), *self.origins]))
+
+    @cached_property
+    def passkeys_offered(self) -> bool:
+        """Whether browsers can use passkeys here: they refuse an IP address as the RP id, so
+        the hosted pages offer passkeys only under a host name (``localhost`` on one machine)."""
+        try:
+            ipaddress.ip_address(self.rp_id.strip("[]"))
+        except ValueError:
+            return True
+        return False
 
     def oauth_redirect_uri(self, provider: str) -> str:
         """The redirect URI to register at the provider (CONTRACT §13)."""

@@ -286,6 +286,25 @@ async def test_one_account_shows_fields_data_and_events_and_ends_its_sessions(
         assert 'id="sign-in-methods"' in page.text
         sessions = (await person.get("/v1/me/sessions")).json()["sessions"]
         assert sessions and all(s["id"] in page.text for s in sessions)
+        assert 'id="passkeys"' not in page.text and 'id="identities"' not in page.text
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO passkeys (id, user_id, credential_id, public_key, name)"
+                    " VALUES (gen_random_uuid(), :u, :c, 'k', 'Laptop key')"
+                ),
+                {"u": uuid.UUID(user["id"]), "c": uuid.uuid4().bytes},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO identities (id, user_id, provider, subject, email)"
+                    " VALUES (gen_random_uuid(), :u, 'example', 'sub-42', :e)"
+                ),
+                {"u": uuid.UUID(user["id"]), "e": user["email"]},
+            )
+        listed = (await console.get(f"/admin/users/{user['id']}")).text
+        assert 'id="passkeys"' in listed and "Laptop key" in listed
+        assert 'id="identities"' in listed and "sub-42" in listed
 
         action = f"/admin/users/{user['id']}/end-sessions"
         r = await console.post(action, data={"csrf": csrf_in(page, action)})

@@ -35,7 +35,8 @@ def test_demo_serves_anonid_and_the_storefront_together_and_stops_both_on_ctrl_c
 ) -> None:
     port = free_port(18460, 18480)
     shop_port = free_port(port + 1, 18499)
-    anonid, shop = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{shop_port}"
+    # Reached as localhost: browsers refuse an IP address as a passkey's RP id.
+    anonid, shop = f"http://localhost:{port}", f"http://localhost:{shop_port}"
     log = tmp_path / "demo.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -53,6 +54,10 @@ def test_demo_serves_anonid_and_the_storefront_together_and_stops_both_on_ctrl_c
 
         # The printed inbox is live: the demo runs the local mail catcher.
         assert httpx.get(f"{anonid}/dev/mail").status_code == 200
+        # Passkeys are offered, for the RP id localhost and the storefront's origin too.
+        assert 'data-passkey="get"' in httpx.get(f"{anonid}/account/login").text
+        options = httpx.post(anonid + "/v1/login/passkey/options", headers={"Origin": shop})
+        assert options.status_code == 200 and options.json()["rpId"] == "localhost"
         page = httpx.get(shop + "/")
         assert f'data-anonid="{anonid}"' in page.text
 

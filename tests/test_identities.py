@@ -118,7 +118,9 @@ async def test_the_database_refuses_a_registered_account_with_no_way_to_sign_in(
 ) -> None:
     account = uuid.uuid4()
     async with engine.connect() as conn:
-        with pytest.raises(sa.exc.IntegrityError, match="needs an address or an identity"):
+        with pytest.raises(
+            sa.exc.IntegrityError, match="needs an address, an identity or a passkey"
+        ):
             async with conn.begin():
                 await conn.execute(
                     sa.text("INSERT INTO users (id, is_anonymous, data) VALUES (:id, false, '{}')"),
@@ -138,7 +140,9 @@ async def test_the_database_refuses_a_registered_account_with_no_way_to_sign_in(
                 {"id": uuid.uuid4(), "u": account, "s": str(account)},
             )
         # ...and its last identity cannot be removed behind the API's back.
-        with pytest.raises(sa.exc.IntegrityError, match="needs an address or an identity"):
+        with pytest.raises(
+            sa.exc.IntegrityError, match="needs an address, an identity or a passkey"
+        ):
             async with conn.begin():
                 await conn.execute(
                     sa.text("DELETE FROM identities WHERE user_id = :u"), {"u": account}

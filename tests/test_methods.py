@@ -40,6 +40,17 @@ async def test_methods_list_how_an_account_signs_in_and_a_guest_has_none(
         await _link_identity(engine, passwordless["id"], "work", "w-2")  # one provider, once
         me = (await c.get("/v1/me")).json()
         assert me["methods"] == ["email", "oidc:work", "oidc:home"]
+        async with engine.begin() as conn:
+            for n in range(2):  # two passkeys, one way to sign in
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO passkeys (id, user_id, credential_id, public_key, name)"
+                        " VALUES (gen_random_uuid(), :u, :c, '\\x00', 'key')"
+                    ),
+                    {"u": passwordless["id"], "c": f"cred-{passwordless['id']}-{n}".encode()},
+                )
+        me = (await c.get("/v1/me")).json()
+        assert me["methods"] == ["email", "passkey", "oidc:work", "oidc:home"]
     assert account["methods"] == ["password", "email"]
 
 

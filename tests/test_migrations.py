@@ -384,6 +384,73 @@ async def test_migration_0011_upgrades_a_populated_database_and_registered_accou
         await engine.dispose()
 
 
+async def test_migration_0013_upgrades_a_populated_database_and_an_account_may_keep_only_a_passkey(
+    scratch_url: str,
+) -> None:
+    # The revision before 0013, whichever it is once the migrations are chained.
+    before_passkeys = (
+        ScriptDirectory.from_config(Config(str(ALEMBIC_INI))).get_revision("0013").down_revision
+    )
+    assert isinstance(before_passkeys, str)
+    await asyncio.to_thread(_alembic, scratch_url, "upgrade", before_passkeys)
+    engine = create_engine(scratch_url, pool_size=1)
+    member = uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, username, is_anonymous)"
+                    " SELECT gen_random_uuid(), 'g' || g, true FROM generate_series(1, 20) g"
+                )
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, is_anonymous, email, data)"
+                    " VALUES (:id, false, 'member@x.test', '{\"k\": 1}')"
+                ),
+                {"id": member},
+            )
+        before = await _counts(engine, ("users", "events", "identities"))
+        await engine.dispose()
+
+        await asyncio.to_thread(_alembic, scratch_url, "upgrade", "0013")
+        assert await _counts(engine, ("users", "events", "identities")) == before
+        async with engine.begin() as conn:
+            # The member may now swap its address for a passkey, in one transaction.
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO passkeys (id, user_id, credential_id, public_key, name)"
+                    " VALUES (gen_random_uuid(), :id, '\\x01', '\\x02', 'Laptop')"
+                ),
+                {"id": member},
+            )
+            await conn.execute(
+                sa.text("UPDATE users SET email = NULL WHERE id = :id"), {"id": member}
+            )
+        await engine.dispose()
+
+        # Going back cannot represent that account: the downgrade refuses and changes nothing.
+        with pytest.raises(sa.exc.IntegrityError, match="signs in with passkeys only"):
+            await asyncio.to_thread(_alembic, scratch_url, "downgrade", before_passkeys)
+        assert await _counts(engine, ("passkeys",)) == {"passkeys": 1}
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE users SET email = 'member@x.test' WHERE id = :id"), {"id": member}
+            )
+        await engine.dispose()
+        await asyncio.to_thread(_alembic, scratch_url, "downgrade", before_passkeys)
+        assert await _counts(engine, ("users", "events", "identities")) == before
+        # Back before 0013 the rule names addresses and identities only, as it did.
+        async with engine.connect() as conn:
+            with pytest.raises(sa.exc.IntegrityError, match="needs an address or an identity\n"):
+                async with conn.begin():
+                    await conn.execute(
+                        sa.text("UPDATE users SET email = NULL WHERE id = :id"), {"id": member}
+                    )
+    finally:
+        await engine.dispose()
+
+
 async def test_migration_0012_gives_links_codes_and_accounts_their_methods_on_a_populated_database(
     scratch_url: str,
 ) -> None:

@@ -291,7 +291,8 @@ async def test_responses_vary_on_origin_and_carry_cors_only_for_allowed_origins(
     assert r.headers["vary"] == "Origin"
     assert r.headers["access-control-allow-origin"] == "https://shop.example"
     assert r.headers["access-control-allow-credentials"] == "true"
-    assert r.headers["access-control-expose-headers"] == "x-request-id"
+    # Apps without cookies read the passkey sign-in challenge id (CONTRACT §14).
+    assert r.headers["access-control-expose-headers"] == "x-request-id, x-anonid-challenge-id"
     r = await c.get("/healthz", headers={"Origin": FOREIGN})
     assert r.headers["vary"] == "Origin" and "access-control-allow-origin" not in r.headers
     pre = await c.options(

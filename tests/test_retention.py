@@ -186,6 +186,20 @@ async def _spent_challenge(engine: AsyncEngine, expires_in: timedelta) -> bytes:
     return challenge
 
 
+async def _passkey_challenge(engine: AsyncEngine, expires_in: timedelta) -> bytes:
+    """A webauthn_challenges row (a passkey sign-in in flight) expiring ``expires_in`` from now."""
+    challenge = secrets.token_bytes(64)
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO webauthn_challenges (challenge, purpose, browser_hash, client_hash, "
+                "expires_at) VALUES (:c, 'login', :c, :c, now() + make_interval(secs => :s))"
+            ),
+            {"c": challenge, "s": expires_in.total_seconds()},
+        )
+    return challenge
+
+
 async def _left(engine: AsyncEngine, table: str, key: str, values: list) -> set:
     async with engine.connect() as conn:
         return set(
@@ -238,6 +252,12 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "expired_long_ago": await _spent_challenge(own_engine, -timedelta(days=1)),
             "live": await _spent_challenge(own_engine, timedelta(minutes=5)),
         }
+        passkey_challenges = {
+            "expired": await _passkey_challenge(own_engine, -timedelta(seconds=1)),
+            "expired_long_ago": await _passkey_challenge(own_engine, -day),
+            "expired_earlier": await _passkey_challenge(own_engine, -timedelta(minutes=3)),
+            "live": await _passkey_challenge(own_engine, timedelta(minutes=4)),
+        }
         before = await _stats(client, 10)
         assert before[old_day.isoformat()] == _funnel(created=3)
 
@@ -249,6 +269,7 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
             "outbox_failed": 1,
             "link_tokens": 2,
             "oauth_flows": 2,
+            "webauthn_challenges": 3,
             "sessions": 0,  # the guests' sessions are alive (tests/test_sessions.py)
             "challenges": 2,
         }
@@ -258,6 +279,10 @@ async def test_retention_removes_exactly_the_expired_rows_and_stats_keep_their_d
         assert await _left(own_engine, "oauth_flows", "state_hash", list(flows.values())) == {
             flows["live"]
         }
+        left = await _left(
+            own_engine, "webauthn_challenges", "challenge", list(passkey_challenges.values())
+        )
+        assert left == {passkey_challenges["live"]}
         assert await _left(own_engine, "events", "id", old) == set()
         assert await _left(own_engine, "events", "id", kept) == set(kept)
         assert await _left(own_engine, "outbox", "id", list(outbox.values())) == {

@@ -58,6 +58,10 @@ def test_settings_are_read_from_environment_and_dotenv(
         ({"trusted_proxies": "not-an-ip"}, "ANONID_TRUSTED_PROXIES"),
         ({"log_format": "xml"}, "ANONID_LOG_FORMAT"),
         ({"password_min_length": 200}, "ANONID_PASSWORD_MIN_LENGTH"),
+        ({"webauthn_rp_id": "https://example.com"}, "ANONID_WEBAUTHN_RP_ID"),
+        ({"webauthn_rp_id": "example.com:443"}, "ANONID_WEBAUTHN_RP_ID"),
+        ({"webauthn_origins": "example.com"}, "ANONID_WEBAUTHN_ORIGINS"),
+        ({"webauthn_origins": "https://app.example/path"}, "ANONID_WEBAUTHN_ORIGINS"),
     ],
 )
 def test_unsafe_or_invalid_settings_are_refused_with_one_line(
@@ -75,3 +79,35 @@ def test_allowed_origins_always_include_public_url_for_csrf() -> None:
     assert s.public_url == "https://id.example"
     assert s.origins == ["https://shop.example"]
     assert s.csrf_origins == {"https://shop.example", "https://id.example"}
+
+
+def test_passkeys_default_to_the_public_url_the_brand_and_the_allowed_origins() -> None:
+    s = _settings(
+        public_url="https://id.shop.example:8443/auth",
+        allowed_origins="https://www.shop.example,https://m.shop.example/",
+        brand_name="Corner Shop",
+    )
+    assert s.rp_id == "id.shop.example" and s.rp_name == "Corner Shop"
+    assert s.webauthn_origin_list == [
+        "https://id.shop.example:8443",
+        "https://www.shop.example",
+        "https://m.shop.example",
+    ]
+    assert s.passkeys_offered
+    assert _settings().rp_id == "localhost" and _settings().rp_name == "anonid"
+
+
+def test_passkey_settings_named_explicitly_win() -> None:
+    s = _settings(
+        public_url="https://id.shop.example",
+        webauthn_rp_id="Shop.Example",
+        webauthn_rp_name="The Shop",
+        webauthn_origins="https://www.shop.example, https://id.shop.example/",
+    )
+    assert (s.rp_id, s.rp_name) == ("shop.example", "The Shop")
+    assert s.webauthn_origin_list == ["https://www.shop.example", "https://id.shop.example"]
+
+
+def test_no_passkeys_are_offered_where_the_rp_id_is_an_ip_address() -> None:
+    assert not _settings(public_url="http://127.0.0.1:8000").passkeys_offered
+    assert not _settings(public_url="http://[::1]:8000").passkeys_offered

@@ -5,7 +5,7 @@ filter served by an index, CONTRACT §12); one account is its row and its latest
 ``ix_events_user_id``. Deleting is ``erase_user`` (as ``DELETE /v1/admin/users/{id}``); ending
 sessions is ``logout_everywhere`` (as ``POST /v1/logout-all``): the session version moves on and
 every session row ends, so no token the account holds works any more. The page lists the live
-sessions (as ``GET /v1/me/sessions`` does) and the provider identities.
+sessions (as ``GET /v1/me/sessions`` does), the provider identities and the passkeys.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from app.admin.render import csrf_for, page, redirect, refused, signed_in, to_si
 from app.api.deps import services
 from app.api.pages import read_form
 from app.credentials.identities import identities_of
+from app.credentials.passkey_store import list_passkeys
 from app.credentials.passwords import logout_everywhere
 from app.errors import AnonidError
 from app.lifecycle import listing
@@ -127,6 +128,7 @@ async def _user_page(
         events = await listing.user_events(conn, row.id, EVENTS_SHOWN) if row else []
         sessions = await list_sessions(conn, settings, row.id, NO_SESSION) if row else []
         identities = await identities_of(conn, row.id) if row else []
+        passkeys = await list_passkeys(conn, row.id, row.session_version) if row else []
     if row is None:
         return page(
             request,
@@ -151,6 +153,7 @@ async def _user_page(
         session_version=row.session_version,
         sessions=sessions,
         identities=identities,
+        passkeys=passkeys,
         data=json.dumps(row.data, indent=2, ensure_ascii=False, sort_keys=True),
         events=[
             {

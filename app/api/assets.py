@@ -1,5 +1,6 @@
-"""Static files of the hosted pages: the vendored ALTCHA widget (``app/static/altcha``) and the
-script that uses it (``app/static/anonid-guest.js``), served from anonid itself so the pages'
+"""Static files of the hosted pages: the vendored ALTCHA widget (``app/static/altcha``), the
+script that uses it (``app/static/anonid-guest.js``) and the passkey helper
+(``app/static/passkeys.js``, which apps may load too), served from anonid itself so the pages'
 Content-Security-Policy stays ``'self'``. Only the files listed here are served."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ router = APIRouter(prefix="/account/assets", include_in_schema=False)
 STATIC = Path(__file__).resolve().parent.parent / "static"
 FILES = {
     "anonid-guest.js": "text/javascript",
+    "passkeys.js": "text/javascript",
     "altcha/altcha.min.js": "text/javascript",
     "altcha/sha.js": "text/javascript",
     "altcha/altcha.css": "text/css",

@@ -11,6 +11,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -157,7 +158,7 @@ def install(app: FastAPI, cookies: CookieJar) -> None:
         RequestValidationError,
         StarletteHTTPException,
         sqlalchemy.exc.SQLAlchemyError,
-        sqlalchemy.exc.EmulatedDBAPIException,
+        AsyncAdapt_asyncpg_dbapi.Error,  # the adapter's errors' own base in SQLAlchemy 2.0 and 2.1
         OSError,
         asyncpg.PostgresError,
         asyncpg.InterfaceError,

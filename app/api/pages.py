@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import HTMLResponse, Response
 
+from app.api import passkey_flows
 from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
 from app.api.deps import Session, lenient_session, services, user_agent
 from app.api.email_flows import convert_by_link
@@ -56,6 +57,8 @@ PAGE_HEADERS = {
 }
 CSRF_SECRET_BYTES = 32
 MAX_FIELD = 4096
+# A passkey's answer (JSON) may be longer than a typed field.
+LONG_FIELDS = {"passkey": 65536}
 CSRF_MESSAGE = N_("This form has expired or did not come from this site. Please try again.")
 
 HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
@@ -97,20 +100,26 @@ def html_responses(description: str, **errors: str) -> dict[int | str, dict[str,
     return documented
 
 
-def content_security_policy(settings: Settings, *, guest_script: bool = False) -> str:
-    """The pages' CSP: no script at all, inline styles, images only from the brand's logo. A page
-    that creates a guest (``guest_script``) runs ``/account/assets/anonid-guest.js`` and the
-    vendored ALTCHA widget, all from anonid itself: scripts, workers and fetches stay ``'self'``."""
+def content_security_policy(
+    settings: Settings, *, scripts: bool = False, guest_script: bool = False
+) -> str:
+    """The pages' CSP: no script at all, inline styles, images only from the brand's logo. Pages
+    offering passkeys (``scripts``) run ``/account/assets/passkeys.js`` and fetch from anonid; a
+    page that creates a guest (``guest_script``) runs ``/account/assets/anonid-guest.js`` and the
+    vendored ALTCHA widget: scripts, workers and fetches stay ``'self'``, nothing is inline."""
     # img-src data: for the page's empty icon (else browsers fetch /favicon.ico).
     images = " ".join(filter(None, ("data:", brand_of(settings).logo_origin)))
-    scripts = (
-        "script-src 'self'; worker-src 'self'; connect-src 'self'; "
-        "style-src 'self' 'unsafe-inline'; "
-        if guest_script
-        else "style-src 'unsafe-inline'; "
-    )
+    if guest_script:
+        own = (
+            "script-src 'self'; worker-src 'self'; connect-src 'self'; "
+            "style-src 'self' 'unsafe-inline'; "
+        )
+    elif scripts:
+        own = "script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    else:
+        own = "style-src 'unsafe-inline'; "
     return (
-        f"default-src 'none'; {scripts}img-src {images}; form-action 'self'; "
+        f"default-src 'none'; {own}img-src {images}; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     )
 
@@ -209,6 +218,7 @@ def render_page(
     csrf: Csrf,
     set_cookies: list[str] | None = None,
     headers: dict[str, str] | None = None,
+    scripts: bool = False,
     **context: Any,
 ) -> Response:
     settings = services(request).settings
@@ -229,7 +239,7 @@ def render_page(
     body = render(settings, f"pages/{template}", lang, values)
     page_headers = {
         **PAGE_HEADERS,
-        "Content-Security-Policy": content_security_policy(settings),
+        "Content-Security-Policy": content_security_policy(settings, scripts=scripts),
         "Content-Language": lang,
     }
     response = HTMLResponse(body, status_code=status, headers={**page_headers, **(headers or {})})
@@ -247,11 +257,15 @@ async def read_form(request: Request) -> dict[str, str]:
     except Exception as exc:  # malformed bodies are the client's problem, never a 5xx
         log.info("unreadable form: %s", type(exc).__name__)
         return {}
-    return {k: v[:MAX_FIELD] for k, v in form.items() if isinstance(v, str)}
+    return {k: v[: LONG_FIELDS.get(k, MAX_FIELD)] for k, v in form.items() if isinstance(v, str)}
 
 
 def done_page(request: Request, svc: Services, csrf: Csrf, pair: Pair, title: str) -> Response:
-    message = translated(request, N_("You are logged in as %(email)s."), {"email": pair.user.email})
+    email = pair.user.email
+    if email is None:  # an account made with a passkey or a provider that gave no address
+        message = translated(request, N_("You are logged in."))
+    else:
+        message = translated(request, N_("You are logged in as %(email)s."), {"email": email})
     return render_page(
         request,
         "done.html",
@@ -294,15 +308,18 @@ def login_page(
         message = FLOW_MESSAGES.get(request.query_params.get("error", ""))
         context["error"] = translated(request, message) if message else None
     guest = session is not None and session.claims.anon
+    offered = services(request).settings.passkeys_offered
     return render_page(
         request,
         "login.html",
         status,
         csrf=csrf,
+        scripts=offered,
         title=translated(request, N_("Log in")),
         guest=guest,
         form_token=csrf.token("login"),
         providers=_provider_buttons(services(request)),
+        passkey=offered,
         **context,
     )
 
@@ -344,10 +361,13 @@ async def login_submit(
         error = translated(request, CSRF_MESSAGE)
         return login_page(request, csrf, session, 403, email=email, error=error)
     try:
-        await limit_credentials(request, svc, email)
-        pair, _ = await login_and_merge(
-            svc, session, email, form.get("password", ""), user_agent(request)
-        )
+        if "passkey" in form:  # "Sign in with a passkey": the assertion, as JSON
+            pair, _ = await passkey_flows.sign_in(request, svc, session, form["passkey"])
+        else:
+            await limit_credentials(request, svc, email)
+            pair, _ = await login_and_merge(
+                svc, session, email, form.get("password", ""), user_agent(request)
+            )
     except AnonidError as exc:
         error = error_text(request, exc)
         return login_page(
@@ -392,6 +412,7 @@ def _password_page(
     form: bool = True,
     email: str = "",
     error: str | None = None,
+    passkey: bool = False,
 ) -> Response:
     flow = _FLOWS[purpose]
     return render_page(
@@ -399,6 +420,8 @@ def _password_page(
         "choose_password.html",
         status,
         csrf=csrf,
+        scripts=passkey,
+        passkey=passkey,
         title=translated(request, flow["title"]),
         intro=translated(request, flow["intro"]),
         button=translated(request, flow["button"]),
@@ -415,9 +438,16 @@ def _password_page(
     )
 
 
+def _passkey_offered(svc: Services, purpose: Purpose, subject: str, user_id: Any) -> bool:
+    """Whether the setup page offers "Save with a passkey": when this browser holds the link's
+    guest (the passkey is added with that session) and browsers can use passkeys here."""
+    return purpose == "setup" and svc.settings.passkeys_offered and subject == str(user_id)
+
+
 async def _password_form(request: Request, purpose: Purpose, token: str) -> Response:
     svc = services(request)
-    csrf = await Csrf.of(request, svc)
+    subject = await _session_subject(request, svc)
+    csrf = Csrf(request, svc, subject)
     try:
         async with svc.single_statement() as conn:
             target = await peek_link_token(conn, token, purpose)
@@ -425,7 +455,18 @@ async def _password_form(request: Request, purpose: Purpose, token: str) -> Resp
         return _password_page(
             request, svc, csrf, purpose, "", exc.status, form=False, error=error_text(request, exc)
         )
-    return _password_page(request, svc, csrf, purpose, token, email=target.email)
+    passkey = _passkey_offered(svc, purpose, subject, target.user_id)
+    return _password_page(request, svc, csrf, purpose, token, email=target.email, passkey=passkey)
+
+
+async def _passkey_setup(request: Request, svc: Services, token: str, credential: str) -> Pair:
+    """The setup page's "Save with a passkey": the passkey and the link's address, at once."""
+    session = await lenient_session(request)
+    if session is None:
+        raise AnonidError("invalid_session")
+    return await passkey_flows.add_passkey(
+        request, svc, session, credential, None, setup_token=token
+    )
 
 
 async def _password_submit(request: Request, purpose: Purpose) -> Response:
@@ -438,15 +479,21 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
         return _password_page(request, svc, csrf, purpose, token, 403, error=error)
     if purpose == "setup" and form.get("without_password"):
         return await _save_without_password(request, svc, csrf, token)
+    # "Save with a passkey" posts the browser's answer instead of a password.
+    passkey = form.get("passkey") if purpose == "setup" else None
     password = form.get("password", "")
-    if password != form.get("password_again", password):
+    if passkey is None and password != form.get("password_again", password):
         error = translated(request, N_("The two passwords are not the same."))
         return _password_page(request, svc, csrf, purpose, token, 422, error=error)
     try:
-        pair = await redeem_with_password(svc, purpose, token, password, user_agent(request))
+        if passkey is not None:
+            pair = await _passkey_setup(request, svc, token, passkey)
+        else:
+            pair = await redeem_with_password(svc, purpose, token, password, user_agent(request))
     except AnonidError as exc:
-        # A bad password may be retried with the same link; a dead link cannot.
-        retry = exc.code == "weak_password"
+        # A refused password or passkey may be tried again with the same link; a dead link
+        # cannot.
+        retry = exc.code in ("weak_password", "invalid_passkey", "rate_limited")
         return _password_page(
             request,
             svc,
@@ -456,6 +503,7 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
             exc.status,
             form=retry,
             error=error_text(request, exc),
+            passkey=retry and passkey is not None,
         )
     return done_page(request, svc, csrf, pair, _FLOWS[purpose]["done"])
 

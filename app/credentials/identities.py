@@ -265,15 +265,16 @@ _SESSION_USER = sa.text("SELECT id, email FROM users WHERE id = :id AND session_
 _LOCK_SESSION_USER = sa.text(
     "SELECT id, email FROM users WHERE id = :id AND session_version = :sv FOR UPDATE"
 )
-# The account keeps a way to sign in: its verified address (codes, links, password reset) or
-# another identity. Run with the account locked, so two removals cannot both see the other's
-# identity as the one that remains.
+# The account keeps a way to sign in: its verified address (codes, links, password reset),
+# another identity or a passkey. Run with the account locked, so two removals cannot both see
+# the other's identity (or passkey) as the one that remains.
 _REMOVE = sa.text(
     """
 DELETE FROM identities
 WHERE id = :identity AND user_id = :id
-  AND (:has_email OR EXISTS (
-        SELECT 1 FROM identities o WHERE o.user_id = :id AND o.id <> :identity))
+  AND (:has_email
+       OR EXISTS (SELECT 1 FROM identities o WHERE o.user_id = :id AND o.id <> :identity)
+       OR EXISTS (SELECT 1 FROM passkeys p WHERE p.user_id = :id))
 RETURNING id
 """
 )

@@ -25,6 +25,7 @@ EVENT_TYPES = (
     "user.password_reset",
     "user.email_changed",
     "user.identity_linked",
+    "user.passkey_added",
     "user.refresh_reused",
 )
 

@@ -6,9 +6,9 @@ same transaction: ``user_id`` becomes NULL and the payload ``{}`` (a merge event
 as either side counts as the account's). The ``user.deleted`` event itself is stored the same way;
 only its webhook deliveries (``outbox`` rows with ``user_id`` NULL) carry ``{"id": …}``, because an
 integrating app needs the id to erase its own copy. Link tokens and every email of the account go
-with the row (``ON DELETE CASCADE``), and so do its sessions and provider identities. After an erase
-no row in ``users``, ``link_tokens``, ``sessions``, ``identities``, ``outbox.user_id`` or ``events``
-refers to the account.
+with the row (``ON DELETE CASCADE``), and so do its sessions, provider identities and passkeys.
+After an erase no row in ``users``, ``link_tokens``, ``sessions``, ``identities``, ``passkeys``,
+``outbox.user_id`` or ``events`` refers to the account.
 
 Conversion requests are exported as ``pending_email`` and its expiry (and the
 ``user.conversion_started`` events) only. Whether a request made a setup link and a
@@ -66,6 +66,12 @@ ORDER BY id
 _IDENTITIES = sa.text(
     "SELECT provider, subject, email, email_verified, created_at, last_sign_in_at "
     "FROM identities WHERE user_id = :id ORDER BY created_at, id"
+)
+
+# The facts about each passkey, not the credential itself (its id and public key).
+_PASSKEYS = sa.text(
+    "SELECT id, name, aaguid, backed_up, sign_count, created_at, last_used_at "
+    "FROM passkeys WHERE user_id = :id ORDER BY created_at, id"
 )
 
 # Metadata only: never a refresh-token or family hash.
@@ -136,6 +142,18 @@ async def export_user(conn: AsyncConnection, user_id: UUID) -> dict[str, Any] | 
         }
         for identity in await conn.execute(_IDENTITIES, params)
     ]
+    passkeys = [
+        {
+            "id": str(passkey.id),
+            "name": passkey.name,
+            "aaguid": passkey.aaguid,
+            "backed_up": passkey.backed_up,
+            "sign_count": passkey.sign_count,
+            "created_at": _iso(passkey.created_at),
+            "last_used_at": _iso(passkey.last_used_at),
+        }
+        for passkey in await conn.execute(_PASSKEYS, params)
+    ]
     events = [
         {
             "id": str(event.id),
@@ -162,6 +180,7 @@ async def export_user(conn: AsyncConnection, user_id: UUID) -> dict[str, Any] | 
         "pending_conversion": pending,
         "links": links,
         "identities": identities,
+        "passkeys": passkeys,
         "emails": emails,
         "events": events,
         "sessions": sessions,

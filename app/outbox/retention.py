@@ -8,6 +8,7 @@ Removed, in batches of at most ``batch_size`` rows, each batch its own short tra
 - link tokens ``LINK_TOKEN_GRACE`` after they were used or expired, whichever came first: until
   then a click on a spent or expired link still answers "used" or "expired", not "unknown";
 - provider sign-in requests (``oauth_flows``) once expired (a redeemed one is already gone);
+- WebAuthn challenges (``webauthn_challenges``) once expired (a used one is already gone);
 - spent ALTCHA challenges (``spent_challenges``) once their challenge has expired: an expired
   solution is refused before the table is asked (``app.hooks.challenge``).
 - sessions ``SESSION_GRACE`` after they ended, and sessions left unrefreshed for longer than any
@@ -87,6 +88,7 @@ _TOKENS = _batch(
     "link_tokens", "coalesce(used_at, expires_at) < :cutoff", "coalesce(used_at, expires_at)"
 )
 _FLOWS = _batch("oauth_flows", "expires_at < now()", "expires_at")
+_WEBAUTHN_CHALLENGES = _batch("webauthn_challenges", "expires_at < now()", "expires_at")
 _CHALLENGES = _batch("spent_challenges", "expires_at < now()", "expires_at")
 _SESSIONS_ENDED = _batch("sessions", "ended_at < :cutoff", "ended_at")
 # By the UTC day of the last refresh (indexed; last_used_at is not, see migration 0009): a day's
@@ -113,7 +115,7 @@ async def remove_expired(
 ) -> dict[str, int]:
     """Remove every row past its retention now; the rows removed per kind
     (``events``, ``outbox_delivered``, ``outbox_failed``, ``link_tokens``, ``oauth_flows``,
-    ``sessions``, ``challenges``)."""
+    ``webauthn_challenges``, ``sessions``, ``challenges``)."""
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
     async with engine.begin() as conn:
@@ -141,6 +143,7 @@ async def remove_expired(
         "outbox_failed": 0,
         "link_tokens": 0,
         "oauth_flows": 0,
+        "webauthn_challenges": 0,
         "sessions": 0,
         "challenges": 0,
     }
@@ -154,6 +157,7 @@ async def remove_expired(
     removed["outbox_failed"] = await _drain(engine, _FAILED, {"cutoff": cutoffs.failed}, batch_size)
     removed["link_tokens"] = await _drain(engine, _TOKENS, {"cutoff": cutoffs.tokens}, batch_size)
     removed["oauth_flows"] = await _drain(engine, _FLOWS, {}, batch_size)
+    removed["webauthn_challenges"] = await _drain(engine, _WEBAUTHN_CHALLENGES, {}, batch_size)
     removed["challenges"] = await _drain(engine, _CHALLENGES, {}, batch_size)
     removed["sessions"] = await _drain(
         engine, _SESSIONS_ENDED, {"cutoff": cutoffs.sessions_ended}, batch_size

@@ -123,6 +123,11 @@ class RateLimiter:
         for key in keys:
             await self._hit(self.login_limits, key)
 
+    async def hit_sign_in_challenge(self, request: Request) -> None:
+        """One passkey sign-in challenge asked for by this client IP, under
+        ``ANONID_ANONYMOUS_RATE_LIMIT``: like a new guest, a row anyone may make."""
+        await self._hit(self.anonymous_limits, ("challenge", "ip", ip_bucket(self.client(request))))
+
     async def hit_console_sign_in(self, request: Request) -> None:
         """One attempt to sign in to the admin console with a key, counted per client IP
         under ``ANONID_LOGIN_RATE_LIMIT`` (a budget of its own, apart from users' logins)."""

@@ -10,11 +10,13 @@ links, and the ways an account can sign in.
 - Two more purposes: ``login`` (sign in by email) and ``email_change`` (a new address).
 - ``anonid_sign_in_methods(user, has_password, has_email)``: the ``methods`` of a registered
   account's user object (CONTRACT §5), so every statement that returns a user returns them in the
-  same round trip. PL/pgSQL, whose plans are cached per connection; the callers skip it for guests
-  (``app.lifecycle.users``). A later way to sign in (passkeys) replaces it to add its own.
+  same round trip: ``password``, ``email``, ``passkey`` (migration 0013's table) and
+  ``oidc:<provider>`` (0011's identities, each provider once). PL/pgSQL, whose plans are cached
+  per connection; the callers skip it for guests (``app.lifecycle.users``). A later way to sign in
+  replaces it to add its own.
 
 Revision ID: 0012
-Revises: 0014
+Revises: 0013
 Create Date: 2027-02-01
 """
 
@@ -25,7 +27,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import BYTEA
 
 revision = "0012"
-down_revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
@@ -36,7 +38,9 @@ CREATE FUNCTION anonid_sign_in_methods(account uuid, has_password boolean, has_e
 RETURNS text[] LANGUAGE plpgsql STABLE AS $$
 BEGIN
     RETURN array_remove(ARRAY[CASE WHEN has_password THEN 'password' END,
-                              CASE WHEN has_email THEN 'email' END], NULL)
+                              CASE WHEN has_email THEN 'email' END,
+                              CASE WHEN EXISTS (SELECT FROM passkeys WHERE user_id = account)
+                                   THEN 'passkey' END], NULL)
         || ARRAY(SELECT 'oidc:' || provider FROM identities WHERE user_id = account
                  GROUP BY provider ORDER BY min(created_at), provider);
 END

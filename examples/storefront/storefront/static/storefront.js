@@ -1,7 +1,7 @@
 // The page talks to anonid through @anonid/client in cookie mode (anonid-client.js, a copy of
 // clients/js/dist/index.js): anonid's cookies are HttpOnly, so this script never sees a token;
 // the browser attaches them and stores the ones anonid sets, and anonid renews an expired one.
-import { createClient, readProviderError } from "./anonid-client.js";
+import { createClient, passkeysSupported, readProviderError } from "./anonid-client.js";
 
 const anonid = createClient({ url: document.body.dataset.anonid });
 let session = document.body.dataset.session; // "none" | "guest" | "registered"
@@ -123,6 +123,25 @@ document.getElementById("code-form")?.addEventListener("submit", async (event) =
     signupStatus(err.message);
   }
 });
+
+// "Save with a passkey": the guest becomes a registered account in place, with one touch and
+// no address (@anonid/client runs the WebAuthn ceremony against anonid's API).
+const passkeySignup = document.getElementById("passkey-signup");
+if (passkeySignup && passkeysSupported()) {
+  passkeySignup.hidden = false;
+  document.getElementById("save-passkey").addEventListener("click", async (event) => {
+    event.target.disabled = true;
+    try {
+      if (session === "none") await startGuest();
+      await anonid.addPasskey();
+      window.location.reload(); // signed in: the backend reads the new session cookie
+    } catch (err) {
+      const cancelled = !err.code || err.code === "passkey_cancelled";
+      signupStatus(cancelled ? "The passkey was not saved; you can try again." : err.message);
+      event.target.disabled = false;
+    }
+  });
+}
 
 // ... or a provider: the guest (if any) comes along and becomes registered in place. The links
 // work without this script too; the client builds the same URL, back to this page.
