@@ -19,6 +19,10 @@ ERRORS: dict[str, tuple[int, str]] = {
     "invalid_json": (400, N_("The request body is not valid JSON.")),
     "invalid_request": (422, N_("The request body does not have the expected fields and types.")),
     "invalid_token": (400, N_("This link is not valid: it is unknown, already used or cancelled.")),
+    "invalid_code": (
+        400,
+        N_("This code or link is not valid: it is wrong, already used or no longer current."),
+    ),
     "invalid_session": (401, N_("The session is missing, ended or no longer valid.")),
     "session_expired": (401, N_("The access token has expired; refresh the session.")),
     "invalid_credentials": (401, N_("The email address or password is not correct.")),
@@ -48,6 +52,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     ),
     "email_taken": (409, N_("This email address already belongs to another account.")),
     "token_expired": (410, N_("This link has expired; ask for a new one.")),
+    "code_expired": (410, N_("This code or link has expired; ask for a new one.")),
     "data_too_large": (413, N_("The profile data would exceed the size limit.")),
     "payload_too_large": (413, N_("The request body is too large.")),
     "unsupported_media_type": (415, N_("Send the body as application/json.")),

@@ -20,11 +20,13 @@ from app.api import (
     assets,
     challenge,
     devmail,
+    email_pages,
     errors,
     oauth,
     ops,
     pages,
     passkeys,
+    passwordless,
     public,
     security_page,
 )
@@ -162,10 +164,12 @@ def create_app(
     app.include_router(public.router)
     app.include_router(challenge.router)
     app.include_router(account.router)
+    app.include_router(passwordless.router)
     app.include_router(oauth.router)
     app.include_router(passkeys.router)
     app.include_router(sessions_api.router)
     app.include_router(pages.router)
+    app.include_router(email_pages.router)
     app.include_router(security_page.router)
     app.include_router(assets.router)
     app.include_router(ops.router)

@@ -101,7 +101,12 @@ link_tokens = sa.Table(
     sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
     sa.Column("expires_at", TS, nullable=False),
     sa.Column("used_at", TS),
-    sa.CheckConstraint("purpose IN ('setup', 'reset')", name="purpose"),
+    # The code the same email carries (migration 0012): using the link or the code ends both.
+    sa.Column("code_hash", BYTEA),
+    sa.Column("code_expires_at", TS),
+    sa.Column("code_attempts", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.CheckConstraint("purpose IN ('setup', 'reset', 'login', 'email_change')", name="purpose"),
+    sa.CheckConstraint("code_hash IS NULL OR code_expires_at IS NOT NULL", name="code_expires"),
 )
 sa.Index(
     "ix_link_tokens_ended_at", sa.func.coalesce(link_tokens.c.used_at, link_tokens.c.expires_at)

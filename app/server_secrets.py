@@ -6,9 +6,10 @@ with the one value that won) and loaded at start into ``Services.server_secrets`
 leave the database and the process: no log line, response or export carries one.
 
 Reusable: ``csrf`` keys the hosted forms' (and the console's) tokens, ``console`` signs the admin
-console's session cookie (``app.admin.session``); a later feature that needs a key of its own (the
-email codes' HMAC, the ALTCHA key, ``altcha``: app.hooks.challenge) adds its name to ``NAMES`` and reads
-``svc.server_secrets[name]``. Never reuse one secret for two purposes.
+console's session cookie (``app.admin.session``), ``altcha`` keys the proof-of-work challenges
+(``app.hooks.challenge``), ``email_codes`` keys the hashes of one-time email codes
+(``app.credentials.email_codes``); a later feature that needs a key of its own adds its name to
+``NAMES`` and reads ``svc.server_secrets[name]``. Never reuse one secret for two purposes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-NAMES = ("csrf", "console", "altcha")
+NAMES = ("csrf", "console", "altcha", "email_codes")
 SECRET_BYTES = 32
 
 _CREATE = sa.text(

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     cull_interval_minutes: int = Field(60, ge=0)
     setup_token_ttl_hours: int = Field(24, ge=1, le=24 * 30)
     reset_token_ttl_minutes: int = Field(60, ge=1, le=24 * 60)
+    # A one-time email code, and the sign-in and address-change links that travel with one
+    # (fractions of a minute too, as for access tokens, so tests can watch one expire).
+    email_code_ttl_minutes: float = Field(10, gt=0, le=24 * 60)
     admin_api_key: SecretStr | None = None
     allowed_origins: str | None = None
     rate_limit_storage: str = "memory://"
@@ -400,6 +403,11 @@ class Settings(BaseSettings):
     def oauth_redirect_uri(self, provider: str) -> str:
         """The redirect URI to register at the provider (CONTRACT §13)."""
         return f"{self.public_url}/v1/oauth/{provider}/callback"
+
+    @property
+    def email_code_minutes(self) -> int:
+        """``ANONID_EMAIL_CODE_TTL_MINUTES`` as an email says it: whole minutes, at least one."""
+        return max(1, round(self.email_code_ttl_minutes))
 
     def link(self, template: str, token: str) -> str:
         return template.replace("{public_url}", self.public_url).replace("{token}", token)

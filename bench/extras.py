@@ -98,7 +98,7 @@ async def at_fixed_rate(
 
 async def _login_accounts(db_url: str, count: int) -> list[str]:
     """Registered accounts written straight to the database, hashed by anonid's own hasher."""
-    from app.lifecycle.passwords import HASHER, normalise
+    from app.credentials.password_hashing import HASHER, normalise
 
     password_hash = HASHER.hash(normalise(LOGIN_PASSWORD))
     emails = [f"login-{i}-{uuid_utils.uuid4().hex[:8]}@example.com" for i in range(count)]

@@ -96,3 +96,60 @@ def bare_client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# One-time email codes: the six digits stand on a line of their own in the text part.
+CODE_LINE = re.compile(r"^ {4}(\d{6})$", re.MULTILINE)
+
+
+def code_in(email: dict[str, Any]) -> str:
+    match = CODE_LINE.search(email["text"])
+    assert match is not None, email["text"]
+    return match.group(1)
+
+
+async def last_code(engine: AsyncEngine, to: str, kind: str) -> tuple[str, str]:
+    """The link token and the code of the newest ``kind`` email to ``to``."""
+    emails = await outbox_emails(engine, to, kind)
+    assert emails, f"no {kind} email to {to}"
+    return token_of(link_in(emails[-1])), code_in(emails[-1])
+
+
+def wrong(code: str) -> str:
+    """Another six-digit code."""
+    return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+async def register_without_password(
+    client: httpx.AsyncClient, engine: AsyncEngine, email: str | None = None
+) -> dict[str, Any]:
+    """A registered account made with the conversion email's code: no password; the client ends
+    up logged in."""
+    email = email or fresh_email("nopass")
+    await new_guest(client)
+    r = await request_conversion(client, email)
+    assert r.status_code == 202, r.text
+    _, code = await last_code(engine, email, "conversion_setup")
+    r = await client.post("/v1/me/conversion/verify", json={"code": code})
+    assert r.status_code == 200, r.text
+    return {"email": email, **r.json()["user"]}
+
+
+async def ask_login_code(client: httpx.AsyncClient, engine: AsyncEngine, email: str) -> tuple:
+    """``POST /v1/login/email``, then the link token and the code of the email it sent."""
+    r = await client.post("/v1/login/email", json={"email": email})
+    assert r.status_code == 202, r.text
+    return await last_code(engine, email, "login_code")
+
+
+async def expire_links(engine: AsyncEngine, user_id: str, purpose: str) -> None:
+    """Make the user's links (and their codes) of ``purpose`` a second past their expiry."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE link_tokens SET expires_at = now() - interval '1 second',"
+                " code_expires_at = now() - interval '1 second'"
+                " WHERE user_id = :id AND purpose = :purpose"
+            ),
+            {"id": user_id, "purpose": purpose},
+        )

@@ -26,6 +26,9 @@ CONTEXT = {
     "ttl_minutes": 60,
     "login_url": "https://id.teapot.example/account/login",
     "reset_request_url": "https://id.teapot.example/account/reset",
+    "code": "123456",
+    "code_ttl_minutes": 10,
+    "new_email": "new@teapot.example",
 }
 
 
@@ -60,6 +63,7 @@ async def test_every_hosted_page_and_the_console_carry_the_brand(
                 "/account/reset",
                 "/account/setup?token=unknown",
                 "/account/reset?token=unknown",
+                "/account/email?token=unknown",
                 "/dev/mail",
                 "/admin/signin",
             )

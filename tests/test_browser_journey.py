@@ -199,6 +199,91 @@ async def setup_link_for(page: Page, inbox: str, email: str) -> str:
     raise AssertionError(f"no setup link for {email} at {inbox}")
 
 
+async def code_for(page: Page, inbox: str, email: str) -> str:
+    """The six-digit code from the newest email to ``email`` in anonid's /dev/mail."""
+    mail = page.locator("article").filter(has=page.locator("dd.to", has_text=email)).first
+    for _ in range(60):
+        await page.goto(inbox)
+        if await mail.count():
+            match = re.search(r"^ {4}(\d{6})$", await mail.locator("pre").inner_text(), re.M)
+            assert match is not None
+            return match.group(1)
+        await page.wait_for_timeout(500)
+    raise AssertionError(f"no code for {email} at {inbox}")
+
+
+async def guest_with_favourites(journey: Journey, shop: str) -> tuple[BrowserContext, Page]:
+    """A new browser whose guest favourites the teapot and the plant."""
+    context, page = await journey.context()
+    await open_shop(page, shop)
+    await favourite(page, "teapot")
+    await favourite(page, "plant")
+    await expect(page.locator("#who-label")).to_have_text("Guest")
+    return context, page
+
+
+async def expect_signed_in_with_favourites(page: Page, email: str) -> None:
+    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    await expect(page.locator("#who-label")).to_have_text("Signed in")
+    await expect(page.locator("#who-email")).to_have_text(f" as {email}")
+    await expect_favourites(page, "teapot", "plant")
+    await expect(page.locator("#signup")).to_have_count(0)
+
+
+async def test_a_guest_saves_the_favourites_with_the_emailed_code(
+    stack: Stack, journey: Journey
+) -> None:
+    email = f"code-{secrets.token_hex(4)}@example.com"
+    context, page = await guest_with_favourites(journey, stack.shop)
+    await page.fill("#signup-email", email)
+    await page.click("#signup-code")
+    await expect(page.locator("#signup-status")).to_contain_text(email)
+    await expect(page.locator("#code-input")).to_be_visible()
+    await journey.shot(page, "code-requested")
+
+    # The code is read in another tab; the shop's tab keeps its guest and types it in.
+    inbox = await context.new_page()
+    code = await code_for(inbox, f"{stack.anonid}/dev/mail", email)
+    await inbox.close()
+    await page.fill("#code-input", code)
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Save with this code").click()
+    await expect_signed_in_with_favourites(page, email)
+    await journey.shot(page, "saved-by-code")
+    # No password was chosen: the account signs in by email.
+    me = await page.evaluate(
+        "async (u) => (await fetch(u, {credentials: 'include'})).json()", f"{stack.anonid}/v1/me"
+    )
+    assert me["methods"] == ["email"] and me["email"] == email
+    await context.close()
+    assert journey.problems == []
+
+
+async def test_a_guest_saves_the_favourites_with_the_link_and_no_password(
+    stack: Stack, journey: Journey
+) -> None:
+    email = f"nopass-{secrets.token_hex(4)}@example.com"
+    context, page = await guest_with_favourites(journey, stack.shop)
+    await page.fill("#signup-email", email)
+    await page.click("#signup-link")
+    await expect(page.locator("#signup-status")).to_contain_text(email)
+
+    link = await setup_link_for(page, f"{stack.anonid}/dev/mail", email)
+    await page.goto(link)
+    await journey.shot(page, "setup-page")
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Save without a password").click()
+    await expect(page.get_by_role("heading")).to_have_text("Your account is saved")
+    await journey.shot(page, "saved-without-password")
+    async with page.expect_navigation():
+        await page.get_by_role("link", name="Continue").click()
+    assert page.url == stack.shop + "/"
+    await expect_signed_in_with_favourites(page, email)
+    await journey.shot(page, "signed-in-by-link")
+    await context.close()
+    assert journey.problems == []
+
+
 async def test_guest_favourites_survive_sign_up_logout_and_merge_on_login(
     stack: Stack, journey: Journey
 ) -> None:

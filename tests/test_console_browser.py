@@ -362,6 +362,9 @@ async def test_axe_finds_no_serious_or_critical_violation_on_console_and_hosted_
         f"/account/setup?token={stack.pending_token}&lang=es",
         "/account/setup?token=unknown",
         "/account/reset?token=unknown&lang=de",
+        f"/account/email?token={stack.pending_token}",
+        f"/account/email?token={stack.pending_token}&lang=de",
+        "/account/email?token=unknown&lang=fr",
         "/dev/mail",
         "/dev/mail?lang=de",
     ]
@@ -380,6 +383,11 @@ async def test_axe_finds_no_serious_or_critical_violation_on_console_and_hosted_
     await page.get_by_role("button", name="Log in").click()
     await expect(page.get_by_role("alert")).to_be_visible()
     await check("login refused")
+    await page.goto(url + "/account/login?lang=es")
+    await page.get_by_label("Dirección de correo electrónico").fill(fresh_email("axe"))
+    await page.get_by_role("button", name="Envíame un código").click()
+    await expect(page.get_by_role("status")).to_be_visible()
+    await check("code sent (es)")
 
     await page.goto(url + "/admin/signin")
     await check("/admin/signin")

@@ -14,8 +14,8 @@ from argon2.low_level import Type
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.lifecycle import passwords
-from app.lifecycle.passwords import HASHER, check_policy, common_passwords
+from app.credentials import password_hashing as passwords
+from app.credentials.password_hashing import HASHER, check_policy, common_passwords
 from tests.account_support import (
     PASSWORD,
     bare_client,

@@ -239,6 +239,7 @@ def test_every_email_kind_renders_in_every_language(
 ) -> None:
     context = {"link": "https://x.test/l?token=t", "ttl_hours": 24, "ttl_minutes": 60}
     context |= {"login_url": "https://x.test/login", "reset_request_url": "https://x.test/r"}
+    context |= {"code": "123456", "code_ttl_minutes": 10, "new_email": "n@example.org"}
     payload = render_email(make_settings(database_url), kind, "a@example.org", context, lang)
     assert payload["subject"] and payload["text"] and payload["language"] == lang
     assert f'<html lang="{lang}">' in payload["html"]

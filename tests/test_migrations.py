@@ -449,3 +449,82 @@ async def test_migration_0013_upgrades_a_populated_database_and_an_account_may_k
                     )
     finally:
         await engine.dispose()
+
+
+async def test_migration_0012_gives_links_codes_and_accounts_their_methods_on_a_populated_database(
+    scratch_url: str,
+) -> None:
+    await asyncio.to_thread(_alembic, scratch_url, "upgrade", "0011")
+    engine = create_engine(scratch_url, pool_size=1)
+    member, guest = uuid.uuid4(), uuid.uuid4()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, username, is_anonymous) VALUES (:g, 'guest-0012', true)"
+                ),
+                {"g": guest},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, is_anonymous, email, password_hash)"
+                    " VALUES (:m, false, 'member0012@x.test', 'hash')"
+                ),
+                {"m": member},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO identities (id, user_id, provider, subject)"
+                    " VALUES (gen_random_uuid(), :m, 'op', 'sub-0012')"
+                ),
+                {"m": member},
+            )
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO link_tokens (token_hash, user_id, purpose, email, expires_at)"
+                    " VALUES ('\\x01', :g, 'setup', 'g@x.test', now() + interval '1 day')"
+                ),
+                {"g": guest},
+            )
+        before = await _counts(engine, ("users", "link_tokens", "identities"))
+        await engine.dispose()
+
+        await asyncio.to_thread(_alembic, scratch_url, "upgrade", "0012")
+        assert await _counts(engine, ("users", "link_tokens", "identities")) == before
+        async with engine.begin() as conn:
+            link = (await conn.execute(sa.text("SELECT * FROM link_tokens"))).one()
+            assert link.code_hash is None and link.code_attempts == 0
+            methods = await conn.scalar(
+                sa.text("SELECT anonid_sign_in_methods(:m, true, true)"), {"m": member}
+            )
+            assert methods == ["password", "email", "oidc:op"]
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO link_tokens (token_hash, user_id, purpose, email, expires_at,"
+                    " code_hash, code_expires_at) VALUES ('\\x02', :m, 'login', 'member0012@x.test',"
+                    " now() + interval '10 minutes', '\\x03', now() + interval '10 minutes')"
+                ),
+                {"m": member},
+            )
+            with pytest.raises(sa.exc.IntegrityError):  # a code needs its expiry
+                async with conn.begin_nested():
+                    await conn.execute(
+                        sa.text(
+                            "INSERT INTO link_tokens (token_hash, user_id, purpose, email,"
+                            " expires_at, code_hash) VALUES ('\\x04', :m, 'login', 'm@x.test',"
+                            " now(), '\\x05')"
+                        ),
+                        {"m": member},
+                    )
+        await engine.dispose()
+
+        # Back down: sign-in links cannot be kept; everything else is.
+        await asyncio.to_thread(_alembic, scratch_url, "downgrade", "0011")
+        assert await _counts(engine, ("users", "link_tokens", "identities")) == before
+        async with engine.connect() as conn:
+            functions = await conn.scalar(
+                sa.text("SELECT count(*) FROM pg_proc WHERE proname = 'anonid_sign_in_methods'")
+            )
+        assert functions == 0
+    finally:
+        await engine.dispose()

@@ -31,7 +31,7 @@ from schemathesis.checks import (
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.python.asgi import get_client
 
-from app.lifecycle.passwords import hash_password, normalise
+from app.credentials.password_hashing import hash_password, normalise
 from app.main import create_app
 from app.platform.ids import new_id
 from tests.conftest import make_settings

@@ -24,9 +24,9 @@ from app.api.deps import services
 from app.api.pages import read_form
 from app.credentials.identities import identities_of
 from app.credentials.passkey_store import list_passkeys
+from app.credentials.passwords import logout_everywhere
 from app.errors import AnonidError
 from app.lifecycle import listing
-from app.lifecycle.credentials import logout_everywhere
 from app.lifecycle.cull import MAX_OLDER_THAN_DAYS
 from app.lifecycle.privacy import erase_user
 from app.lifecycle.users import get_user, state_of, user_view

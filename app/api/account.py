@@ -28,8 +28,10 @@ from app.api.deps import (
 from app.api.errors import responses
 from app.api.responses import empty_response, json_response, private_response, session_response
 from app.api.schemas import SessionOut
+from app.credentials import passwords
+from app.credentials.email_codes import code_key
 from app.errors import AnonidError
-from app.lifecycle import conversion, credentials
+from app.lifecycle import conversion
 from app.lifecycle.addresses import (
     SMTPUTF8_UNAVAILABLE,
     SMTPUTF8_UNKNOWN,
@@ -59,7 +61,7 @@ class TokenPasswordIn(_Body):
 
 
 class PasswordChangeIn(_Body):
-    current_password: str
+    current_password: str | None = None  # needed only when the account has a password
     new_password: str
 
 
@@ -97,10 +99,12 @@ async def conversion_address(
 
 @router.post(
     "/me/conversion",
-    summary="Ask to keep this guest account: a password-setup link goes to the address",
+    summary="Ask to keep this guest account: a setup link and a code go to the address",
     description=(
-        "The answer (status, body and the state `/v1/me` shows afterwards) is the same whether "
-        "or not the address already belongs to an account; in that case no link is made and the "
+        "The email carries the setup link (for `/v1/password-setup` or `/v1/conversion/confirm`) "
+        "and a six-digit code (for `/v1/me/conversion/verify` in this session). The answer "
+        "(status, body and the state `/v1/me` shows afterwards) is the same whether or not the "
+        "address already belongs to an account; in that case no link or code is made and the "
         "owner is told instead."
     ),
     status_code=202,
@@ -129,7 +133,7 @@ async def request_conversion(
     svc = services(request)
     await limit_credentials(request, svc, email)
     row = await conversion.request_conversion(
-        conn, svc.settings, session.claims.sub, session.claims.sv, email
+        conn, svc.settings, code_key(svc), session.claims.sub, session.claims.sv, email
     )
     return private_response(
         request, svc, {"state": "pending", "pending_email": row.pending_email}, 202
@@ -213,8 +217,12 @@ async def login(
 
 @router.post(
     "/me/password",
-    summary="Change the password; every other session ends",
-    description="Rate limited like login: per client IP and per the account's address.",
+    summary="Change or set the password; every other session ends",
+    description=(
+        "`current_password` is needed only when the account has a password: an account made "
+        "by an email code or link, a provider or a passkey sets its first one without. Rate "
+        "limited like login: per client IP and per the account's address."
+    ),
     responses={
         200: {"model": SessionOut},
         **responses(
@@ -254,7 +262,7 @@ async def logout_all(
     conn: AsyncConnection = Transaction,
     session: Session = Depends(require_session),
 ) -> Response:
-    await credentials.logout_everywhere(conn, session.claims.sub, session.claims.sv)
+    await passwords.logout_everywhere(conn, session.claims.sub, session.claims.sv)
     return empty_response(services(request), clear_cookie=True)
 
 
@@ -283,7 +291,7 @@ async def password_reset(
 ) -> Response:
     svc = services(request)
     await limit_credentials(request, svc, body.email)
-    await credentials.request_password_reset(conn, svc.settings, body.email)
+    await passwords.request_password_reset(conn, svc.settings, body.email)
     return json_response(RESET_ACCEPTED, 202)
 
 

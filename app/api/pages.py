@@ -33,10 +33,11 @@ from starlette.responses import HTMLResponse, Response
 from app.api import passkey_flows
 from app.api.credential_flows import limit_credentials, login_and_merge, redeem_with_password
 from app.api.deps import Session, lenient_session, services, user_agent
+from app.api.email_flows import convert_by_link
 from app.api.errors import responses
+from app.credentials import passwords
+from app.credentials.links import Purpose, peek_link_token
 from app.errors import N_, AnonidError
-from app.lifecycle import credentials
-from app.lifecycle.tokens import Purpose, peek_link_token
 from app.platform.i18n import LANGUAGES, NAMES, gettext_for, language_of_scope
 from app.platform.request_auth import bearer_token
 from app.platform.templating import brand_of, render
@@ -58,16 +59,16 @@ CSRF_SECRET_BYTES = 32
 MAX_FIELD = 4096
 # A passkey's answer (JSON) may be longer than a typed field.
 LONG_FIELDS = {"passkey": 65536}
-_CSRF_MESSAGE = N_("This form has expired or did not come from this site. Please try again.")
+CSRF_MESSAGE = N_("This form has expired or did not come from this site. Please try again.")
 
 HTML = {"content": {"text/html": {"schema": {"type": "string"}}}}
 _GUARD_REFUSAL = responses("csrf_rejected")[403]
 
 
-def _form_body(*fields: str) -> dict[str, Any]:
+def form_body(*fields: str, optional: tuple[str, ...] = ()) -> dict[str, Any]:
     schema = {
         "type": "object",
-        "properties": {f: {"type": "string"} for f in ("csrf", *fields)},
+        "properties": {f: {"type": "string"} for f in ("csrf", *fields, *optional)},
         "required": ["csrf", *fields],
     }
     return {
@@ -78,7 +79,7 @@ def _form_body(*fields: str) -> dict[str, Any]:
     }
 
 
-def _token_param(required: bool) -> dict[str, Any]:
+def token_param(required: bool) -> dict[str, Any]:
     return {
         "parameters": [
             {"name": "token", "in": "query", "required": required, "schema": {"type": "string"}}
@@ -86,7 +87,7 @@ def _token_param(required: bool) -> dict[str, Any]:
     }
 
 
-def _html(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
+def html_responses(description: str, **errors: str) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {200: {"description": description, **HTML}}
     for status, text in errors.items():
         documented[int(status)] = {"description": text, **HTML}
@@ -209,7 +210,7 @@ def _with_lang(url: str, lang: str | None) -> str:
     return url + ("&" if "?" in url else "?") + urlencode({"lang": lang})
 
 
-def _page(
+def render_page(
     request: Request,
     template: str,
     status: int = 200,
@@ -259,13 +260,13 @@ async def read_form(request: Request) -> dict[str, str]:
     return {k: v[: LONG_FIELDS.get(k, MAX_FIELD)] for k, v in form.items() if isinstance(v, str)}
 
 
-def _done(request: Request, svc: Services, csrf: Csrf, pair: Pair, title: str) -> Response:
+def done_page(request: Request, svc: Services, csrf: Csrf, pair: Pair, title: str) -> Response:
     email = pair.user.email
     if email is None:  # an account made with a passkey or a provider that gave no address
         message = translated(request, N_("You are logged in."))
     else:
         message = translated(request, N_("You are logged in as %(email)s."), {"email": email})
-    return _page(
+    return render_page(
         request,
         "done.html",
         csrf=csrf,
@@ -299,7 +300,7 @@ def _provider_buttons(svc: Services) -> list[dict[str, str]]:
     ]
 
 
-def _login_page(
+def login_page(
     request: Request, csrf: Csrf, session: Session | None, status: int = 200, **context: Any
 ) -> Response:
     context.setdefault("email", "")
@@ -308,7 +309,7 @@ def _login_page(
         context["error"] = translated(request, message) if message else None
     guest = session is not None and session.claims.anon
     offered = services(request).settings.passkeys_offered
-    return _page(
+    return render_page(
         request,
         "login.html",
         status,
@@ -327,19 +328,19 @@ def _login_page(
     "/login",
     summary="Hosted page: the login form",
     response_class=HTMLResponse,
-    responses=_html("The form"),
+    responses=html_responses("The form"),
 )
 async def login_form(
     request: Request, session: Session | None = Depends(lenient_session)
 ) -> Response:
-    return _login_page(request, await Csrf.of(request, services(request), session), session)
+    return login_page(request, await Csrf.of(request, services(request), session), session)
 
 
 @router.post(
     "/login",
     summary="Hosted page: log in (a guest session's data comes along)",
     response_class=HTMLResponse,
-    responses=_html(
+    responses=html_responses(
         "Logged in; the session cookie is set",
         **{
             "401": "Wrong address or password: the form again, with the reason",
@@ -347,7 +348,7 @@ async def login_form(
             "429": "Too many attempts",
         },
     ),
-    openapi_extra=_form_body("email", "password"),
+    openapi_extra=form_body("email", "password"),
 )
 async def login_submit(
     request: Request, session: Session | None = Depends(lenient_session)
@@ -357,8 +358,8 @@ async def login_submit(
     form = await read_form(request)
     email = form.get("email", "")
     if not csrf.valid("login", form.get("csrf", "")):
-        error = translated(request, _CSRF_MESSAGE)
-        return _login_page(request, csrf, session, 403, email=email, error=error)
+        error = translated(request, CSRF_MESSAGE)
+        return login_page(request, csrf, session, 403, email=email, error=error)
     try:
         if "passkey" in form:  # "Sign in with a passkey": the assertion, as JSON
             pair, _ = await passkey_flows.sign_in(request, svc, session, form["passkey"])
@@ -369,10 +370,10 @@ async def login_submit(
             )
     except AnonidError as exc:
         error = error_text(request, exc)
-        return _login_page(
+        return login_page(
             request, csrf, session, exc.status, email=email, error=error, headers=exc.headers
         )
-    return _done(request, svc, csrf, pair, N_("You are logged in"))
+    return done_page(request, svc, csrf, pair, N_("You are logged in"))
 
 
 # Choose a password: setup (finishing a conversion) and reset
@@ -414,7 +415,7 @@ def _password_page(
     passkey: bool = False,
 ) -> Response:
     flow = _FLOWS[purpose]
-    return _page(
+    return render_page(
         request,
         "choose_password.html",
         status,
@@ -427,6 +428,8 @@ def _password_page(
         action=flow["action"],
         retry_url=flow["retry"] if not form else "",
         form=form,
+        # Setup only: the one button that finishes the conversion with no password.
+        without_password=purpose == "setup",
         token=token,
         email=email,
         min_length=svc.settings.password_min_length,
@@ -472,8 +475,10 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
     form = await read_form(request)
     token = form.get("token") or request.query_params.get("token", "")
     if not csrf.valid(purpose, form.get("csrf", "")):
-        error = translated(request, _CSRF_MESSAGE)
+        error = translated(request, CSRF_MESSAGE)
         return _password_page(request, svc, csrf, purpose, token, 403, error=error)
+    if purpose == "setup" and form.get("without_password"):
+        return await _save_without_password(request, svc, csrf, token)
     # "Save with a passkey" posts the browser's answer instead of a password.
     passkey = form.get("passkey") if purpose == "setup" else None
     password = form.get("password", "")
@@ -500,10 +505,24 @@ async def _password_submit(request: Request, purpose: Purpose) -> Response:
             error=error_text(request, exc),
             passkey=retry and passkey is not None,
         )
-    return _done(request, svc, csrf, pair, _FLOWS[purpose]["done"])
+    return done_page(request, svc, csrf, pair, _FLOWS[purpose]["done"])
 
 
-_TOKEN_PAGE_ERRORS = {
+async def _save_without_password(
+    request: Request, svc: Services, csrf: Csrf, token: str
+) -> Response:
+    """ "Save without a password": the setup link finishes the conversion by itself
+    (``email_link``); the account signs in later with a code or link by email."""
+    try:
+        pair = await convert_by_link(request, svc, token)
+    except AnonidError as exc:
+        return _password_page(
+            request, svc, csrf, "setup", "", exc.status, form=False, error=error_text(request, exc)
+        )
+    return done_page(request, svc, csrf, pair, _FLOWS["setup"]["done"])
+
+
+TOKEN_PAGE_ERRORS = {
     "400": "The link is unknown, used or cancelled",
     "410": "The link has expired",
 }
@@ -513,8 +532,8 @@ _TOKEN_PAGE_ERRORS = {
     "/setup",
     summary="Hosted page: choose a password to finish a conversion (the link in the email)",
     response_class=HTMLResponse,
-    responses=_html("The form", **_TOKEN_PAGE_ERRORS),
-    openapi_extra=_token_param(required=True),
+    responses=html_responses("The form", **TOKEN_PAGE_ERRORS),
+    openapi_extra=token_param(required=True),
 )
 async def setup_form(request: Request) -> Response:
     return await _password_form(request, "setup", request.query_params.get("token", ""))
@@ -522,18 +541,19 @@ async def setup_form(request: Request) -> Response:
 
 @router.post(
     "/setup",
-    summary="Hosted page: finish the conversion; the session cookie is set",
+    summary="Hosted page: finish the conversion (with a password, or `without_password`); the "
+    "session cookie is set",
     response_class=HTMLResponse,
-    responses=_html(
+    responses=html_responses(
         "The account is registered and logged in",
-        **_TOKEN_PAGE_ERRORS,
+        **TOKEN_PAGE_ERRORS,
         **{
             "403": "Missing or wrong CSRF token (the form again), or a foreign origin (JSON)",
             "409": "The address belongs to another account",
             "422": "The password is not accepted: the form again, with the reason",
         },
     ),
-    openapi_extra=_form_body("token", "password", "password_again"),
+    openapi_extra=form_body("token", optional=("password", "password_again", "without_password")),
 )
 async def setup_submit(request: Request) -> Response:
     return await _password_submit(request, "setup")
@@ -543,8 +563,8 @@ async def setup_submit(request: Request) -> Response:
     "/reset",
     summary="Hosted page: ask for a reset link (no token) or choose a new password (token)",
     response_class=HTMLResponse,
-    responses=_html("The form", **_TOKEN_PAGE_ERRORS),
-    openapi_extra=_token_param(required=False),
+    responses=html_responses("The form", **TOKEN_PAGE_ERRORS),
+    openapi_extra=token_param(required=False),
 )
 async def reset_form(request: Request) -> Response:
     token = request.query_params.get("token")
@@ -552,7 +572,7 @@ async def reset_form(request: Request) -> Response:
         return await _password_form(request, "reset", token)
     svc = services(request)
     csrf = await Csrf.of(request, svc)
-    return _page(
+    return render_page(
         request,
         "reset_request.html",
         csrf=csrf,
@@ -567,16 +587,16 @@ async def reset_form(request: Request) -> Response:
     "/reset",
     summary="Hosted page: send a reset link (form with `email`) or set the new password (`token`)",
     response_class=HTMLResponse,
-    responses=_html(
+    responses=html_responses(
         "The link is on its way, or the password is changed and the session cookie set",
-        **_TOKEN_PAGE_ERRORS,
+        **TOKEN_PAGE_ERRORS,
         **{
             "403": "Missing or wrong CSRF token (the form again), or a foreign origin (JSON)",
             "422": "The password is not accepted: the form again, with the reason",
             "429": "Too many requests",
         },
     ),
-    openapi_extra=_form_body("email"),
+    openapi_extra=form_body("email"),
 )
 async def reset_submit(request: Request) -> Response:
     form = await read_form(request)
@@ -590,22 +610,22 @@ async def reset_submit(request: Request) -> Response:
         "email": email,
     }
     if not csrf.valid("reset_request", form.get("csrf", "")):
-        return _page(
+        return render_page(
             request,
             "reset_request.html",
             403,
             csrf=csrf,
             form=True,
-            error=translated(request, _CSRF_MESSAGE),
+            error=translated(request, CSRF_MESSAGE),
             form_token=csrf.token("reset_request"),
             **context,
         )
     try:
         await limit_credentials(request, svc, email)
         async with svc.engine.begin() as conn:
-            await credentials.request_password_reset(conn, svc.settings, email)
+            await passwords.request_password_reset(conn, svc.settings, email)
     except AnonidError as exc:
-        return _page(
+        return render_page(
             request,
             "reset_request.html",
             exc.status,
@@ -616,7 +636,7 @@ async def reset_submit(request: Request) -> Response:
             form_token=csrf.token("reset_request"),
             **context,
         )
-    return _page(
+    return render_page(
         request,
         "reset_request.html",
         csrf=csrf,

@@ -20,10 +20,10 @@ from starlette.requests import Request
 from app.api.credential_flows import limit_credentials
 from app.api.deps import Session, user_agent
 from app.credentials import passkey_store, passkeys, webauthn_challenges
+from app.credentials.links import consume_link_token
 from app.credentials.passkeys import PASSKEY_REFUSED
 from app.errors import AnonidError
 from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
-from app.lifecycle.tokens import consume_link_token
 from app.services import Services
 from app.sessions.store import Pair, start, with_app_claims
 

@@ -18,6 +18,8 @@ class User(BaseModel):
     data: dict[str, Any]
     created_at: str
     updated_at: str
+    # password, email, passkey, oidc:<provider>: how a registered account signs in (none for guests)
+    methods: list[str]
 
 
 class SessionOut(BaseModel):

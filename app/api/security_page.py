@@ -18,13 +18,13 @@ from starlette.responses import HTMLResponse, Response
 from app.api import passkey_flows
 from app.api.deps import Session, lenient_session, services
 from app.api.pages import (
-    _CSRF_MESSAGE,
+    CSRF_MESSAGE,
     Csrf,
-    _form_body,
-    _html,
-    _page,
     error_text,
+    form_body,
+    html_responses,
     read_form,
+    render_page,
     translated,
 )
 from app.api.responses import session_body
@@ -96,7 +96,7 @@ async def _security_page(
                     "sessions": [{**s, "last_used": _day(s["last_used_at"])} for s in sessions],
                 }
     offered = context["signed_in"] and svc.settings.passkeys_offered
-    return _page(
+    return render_page(
         request,
         "security.html",
         status,
@@ -122,7 +122,7 @@ def _viewer(session: Session | None) -> Viewer | None:
     "/security",
     summary="Hosted page: the signed-in account's sessions, passkeys and provider identities",
     response_class=HTMLResponse,
-    responses=_html("The lists and forms, or a link to log in without a session"),
+    responses=html_responses("The lists and forms, or a link to log in without a session"),
 )
 async def security_page(
     request: Request, session: Session | None = Depends(lenient_session)
@@ -179,7 +179,7 @@ async def _act(
     summary="Hosted page: add, rename or remove a passkey, or end another session (`action` = "
     "add, rename, remove or end_session)",
     response_class=HTMLResponse,
-    responses=_html(
+    responses=html_responses(
         "Done: the page again, with what changed (a passkey added sets the session cookie)",
         **{
             "400": "The passkey could not be verified",
@@ -191,7 +191,7 @@ async def _act(
             "429": "Too many attempts",
         },
     ),
-    openapi_extra=_form_body("action"),
+    openapi_extra=form_body("action"),
 )
 async def security_submit(
     request: Request, session: Session | None = Depends(lenient_session)
@@ -203,7 +203,7 @@ async def security_submit(
         return await _security_page(request, svc, csrf, None, 401)
     viewer = _viewer(session)
     if not csrf.valid(FORM, form.get("csrf", "")):
-        error = translated(request, _CSRF_MESSAGE)
+        error = translated(request, CSRF_MESSAGE)
         return await _security_page(request, svc, csrf, viewer, 403, error=error)
     try:
         viewer, cookies = await _act(request, svc, session, form)

@@ -226,13 +226,14 @@ async def settle(
         if promoted is None:  # current_starter locked it: cannot happen, but never half-do it
             raise FlowError("invalid_state", "the guest changed during the sign-in")
         await _link(conn, settings, promoted.id, identity)
-        return Settled(outcome, promoted)
+        # Read again: the row's ``methods`` now include the identity just linked.
+        return Settled(outcome, (await conn.execute(_ACCOUNT, {"id": promoted.id})).one())
     if outcome is Outcome.CREATE:
         if not creation_approved:
             raise CreationNeedsApproval
         created = await create_registered(conn, address if owner is None else None)
         await _link(conn, settings, created.id, identity)
-        return Settled(outcome, created)
+        return Settled(outcome, (await conn.execute(_ACCOUNT, {"id": created.id})).one())
 
     # Sign in to an existing account: the identity's, or the trusted address's owner.
     if linked is not None:

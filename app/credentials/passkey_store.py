@@ -177,6 +177,8 @@ async def add_passkey(
         if promoted is None:  # locked above: cannot happen, but never half-do it
             raise AnonidError("invalid_session")
         account = promoted
+    else:  # read again: its ``methods`` now name the passkey
+        account = (await conn.execute(_ACCOUNT, {"id": user_id})).one()
     await record_event(
         conn,
         "user.passkey_added",

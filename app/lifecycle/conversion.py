@@ -7,6 +7,8 @@ so PostgreSQL settles every race (two clicks, two guests, a login during a reque
     request     anonymous | pending   pending     is_anonymous AND session_version = :sv
     cancel      pending               anonymous   is_anonymous AND session_version = :sv
     redeem      pending (valid link)  registered  is_anonymous, link consumed in the same tx
+                (or code)                         (by code also session_version = :sv: the
+                                                  guest's own session typed it)
     merge       anonymous | pending   (deleted)   is_anonymous AND session_version = :sv,
                                                   account registered and locked, merged
                                                   data within ANONID_DATA_MAX_BYTES, and the
@@ -26,21 +28,18 @@ import sqlalchemy.exc
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.credentials.email_codes import Attempt, consume_code, issue_with_code
+from app.credentials.links import LinkTarget, consume_link_token, end_link_tokens
 from app.errors import AnonidError
 from app.hooks.calls import before_merge
 from app.hooks.client import Hooks
 from app.lifecycle.addresses import EMAIL_UNIQUE_INDEX
 from app.lifecycle.events import record_event
-from app.lifecycle.tokens import (
-    consume_link_token,
-    end_link_tokens,
-    issue_link_token,
-)
-from app.lifecycle.users import USER_COLUMNS
+from app.lifecycle.users import USER_COLUMNS, user_columns
 from app.outbox.enqueue import enqueue_email
 from app.settings import Settings
 
-_QUALIFIED = ", ".join(f"users.{c.strip()}" for c in USER_COLUMNS.split(","))
+_QUALIFIED = user_columns("users")
 
 _REQUEST = sa.text(
     f"""
@@ -66,7 +65,7 @@ UPDATE users
 SET is_anonymous = false, email = :email, password_hash = :hash, username = NULL,
     converted_at = now(), session_version = session_version + 1,
     pending_email = NULL, pending_until = NULL, updated_at = now()
-WHERE id = :id AND is_anonymous
+WHERE id = :id AND is_anonymous AND (CAST(:sv AS integer) IS NULL OR session_version = :sv)
 RETURNING {USER_COLUMNS}
 """
 )
@@ -143,13 +142,18 @@ async def _refusal(conn: AsyncConnection, user_id: UUID, session_version: int) -
 
 
 async def request_conversion(
-    conn: AsyncConnection, settings: Settings, user_id: UUID, session_version: int, email: str
+    conn: AsyncConnection,
+    settings: Settings,
+    code_key: bytes,
+    user_id: UUID,
+    session_version: int,
+    email: str,
 ) -> Row[Any]:
     """Make the guest pending for ``email`` and queue the one email that fits.
 
-    Free address: a setup link (earlier links to the same address stay valid). Taken address: no
-    link, a note to its owner instead. The caller sees the same state either way. Links to any
-    other address end here.
+    Free address: a setup link and a code (earlier links to the same address stay valid, earlier
+    codes end). Taken address: no link, no code, a note to its owner instead. The caller sees the
+    same state either way. Links and codes to any other address end here.
     """
     ttl = timedelta(hours=settings.setup_token_ttl_hours)
     params = {"id": user_id, "sv": session_version, "email": email, "ttl": ttl}
@@ -159,7 +163,8 @@ async def request_conversion(
     await end_link_tokens(conn, user_id, "setup", except_email=email)
     owner = (await conn.execute(_OWNER, {"email": email})).first()
     if owner is None:
-        token = await issue_link_token(conn, user_id, "setup", email, ttl)
+        code_ttl = timedelta(minutes=settings.email_code_ttl_minutes)
+        issued = await issue_with_code(conn, code_key, user_id, "setup", email, ttl, code_ttl)
         await enqueue_email(
             conn,
             settings,
@@ -167,8 +172,10 @@ async def request_conversion(
             to=email,
             user_id=user_id,
             context={
-                "link": settings.link(settings.setup_url, token),
+                "link": settings.link(settings.setup_url, issued.token),
                 "ttl_hours": settings.setup_token_ttl_hours,
+                "code": issued.code,
+                "code_ttl_minutes": settings.email_code_minutes,
             },
         )
     else:
@@ -196,30 +203,65 @@ async def cancel_conversion(conn: AsyncConnection, user_id: UUID, session_versio
 
 
 async def redeem_setup_link(
-    conn: AsyncConnection, settings: Settings, token: str, password_hash: str
+    conn: AsyncConnection, settings: Settings, token: str, password_hash: str | None
 ) -> Row[Any]:
-    """Consume the link and register the account in place (same id, same data), with the
-    password whose hash the caller made before its transaction (no connection waits on argon2).
+    """Consume the link and register the account in place (same id, same data): with the
+    password whose hash the caller made before its transaction (no connection waits on argon2;
+    method ``password``), or without one (``email_link``).
 
     Exactly one concurrent redeemer wins. If another account verified the address meanwhile, this
     raises ``email_taken`` and the caller's transaction rolls back: the guest stays untouched.
     """
     target = await consume_link_token(conn, token, "setup")
-    params = {"id": target.user_id, "email": target.email, "hash": password_hash}
+    method = "password" if password_hash is not None else "email_link"
+    row = await _register(conn, settings, target, password_hash, method)
+    if row is None:  # already registered by another way; the link is spent either way
+        raise AnonidError("invalid_token")
+    return row
+
+
+async def redeem_setup_code(
+    conn: AsyncConnection, settings: Settings, attempt: Attempt, session_version: int
+) -> Row[Any]:
+    """Consume the code the guest's own session typed and register it in place, with no
+    password (method ``email_code``): the same guarantees as ``redeem_setup_link``."""
+    target = await consume_code(conn, attempt)
+    row = await _register(conn, settings, target, None, "email_code", session_version)
+    if row is None:
+        raise await _refusal(conn, target.user_id, session_version)
+    return row
+
+
+async def _register(
+    conn: AsyncConnection,
+    settings: Settings,
+    target: LinkTarget,
+    password_hash: str | None,
+    method: str,
+    session_version: int | None = None,
+) -> Row[Any] | None:
+    """The one promotion to registered, with the address the link or code proved; every other
+    link and code of the account ends. ``None`` when the guest is gone or moved on."""
+    params = {
+        "id": target.user_id,
+        "email": target.email,
+        "hash": password_hash,
+        "sv": session_version,
+    }
     try:
         row = (await conn.execute(_PROMOTE, params)).first()
     except sqlalchemy.exc.IntegrityError as exc:
         if EMAIL_UNIQUE_INDEX in str(exc.orig):
             raise AnonidError("email_taken") from None
         raise
-    if row is None:  # already registered by another way; the link is spent either way
-        raise AnonidError("invalid_token")
+    if row is None:
+        return None
     await end_link_tokens(conn, target.user_id)
     await record_event(
         conn,
         "user.converted",
         target.user_id,
-        {"id": str(target.user_id)},
+        {"id": str(target.user_id), "method": method},
         settings.webhook_url_list,
     )
     return row

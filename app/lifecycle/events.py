@@ -23,6 +23,7 @@ EVENT_TYPES = (
     "user.culled",
     "user.deleted",
     "user.password_reset",
+    "user.email_changed",
     "user.identity_linked",
     "user.passkey_added",
     "user.refresh_reused",

@@ -14,7 +14,9 @@ Conversion requests are exported as ``pending_email`` and its expiry (and the
 ``user.conversion_started`` events) only. Whether a request made a setup link and a
 ``conversion_setup`` email depends on whether the address already had an account, so listing
 them would answer the question ``POST /v1/me/conversion`` refuses to answer (CONTRACT §5): setup
-links and conversion emails are left out of every export, pending or past.
+links and conversion emails are left out of every export, pending or past. Address changes
+likewise (``POST /v1/me/email`` makes a link and an ``email_change`` email only for a free
+address): their links and emails are left out, and the change shows once it is done.
 """
 
 from __future__ import annotations
@@ -42,20 +44,21 @@ _EVENTS = sa.text(
     f"SELECT id, type, payload, created_at FROM events WHERE {_MINE} ORDER BY created_at, id"
 )
 
-# Metadata only: never token_hash. Never setup links (see the module docstring).
+# Metadata only: never token_hash or code_hash. Never setup or address-change links (see the
+# module docstring).
 _LINKS = sa.text(
     "SELECT purpose, email, created_at, expires_at, used_at FROM link_tokens "
-    "WHERE user_id = :id AND purpose <> 'setup' ORDER BY created_at"
+    "WHERE user_id = :id AND purpose NOT IN ('setup', 'email_change') ORDER BY created_at"
 )
 
-# Metadata only: never the bodies, which carry link tokens. Never conversion emails (see the
-# module docstring).
+# Metadata only: never the bodies, which carry link tokens and codes. Never conversion or
+# address-change emails (see the module docstring).
 _EMAILS = sa.text(
     """
 SELECT id, payload ->> 'email_kind' AS email_kind, payload ->> 'to' AS "to",
     payload ->> 'subject' AS subject, attempts, created_at, sent_at, failed_at
 FROM outbox WHERE user_id = :id AND kind = 'email'
-    AND payload ->> 'email_kind' <> 'conversion_setup'
+    AND payload ->> 'email_kind' NOT IN ('conversion_setup', 'email_change')
 ORDER BY id
 """
 )

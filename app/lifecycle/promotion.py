@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.credentials.links import end_link_tokens
 from app.lifecycle.events import record_event
-from app.lifecycle.tokens import end_link_tokens
 from app.lifecycle.users import USER_COLUMNS
 from app.platform.ids import new_id
 from app.settings import Settings

@@ -14,10 +14,35 @@ from app.platform.pgpool import Db, Statement, fetchrow, row_mapping
 from app.sessions.alive import alive, lifetime_params
 from app.settings import Settings
 
-USER_COLUMNS = (
-    "id, username, email, is_anonymous, data, session_version, pending_email, pending_until, "
-    "created_at, updated_at, converted_at"
+_FIELDS = (
+    "id",
+    "username",
+    "email",
+    "is_anonymous",
+    "data",
+    "session_version",
+    "pending_email",
+    "pending_until",
+    "created_at",
+    "updated_at",
+    "converted_at",
 )
+
+
+def user_columns(table: str | None = None) -> str:
+    """The select list of a user row, qualified by ``table`` when given: its fields and
+    ``methods``, the ways a registered account can sign in (CONTRACT §5), computed in the same
+    statement (``anonid_sign_in_methods``, migration 0012). A guest has none, and never pays for
+    the function: the hot paths of guests stay as cheap as before."""
+    t = f"{table}." if table else ""
+    methods = (
+        f"CASE WHEN {t}is_anonymous THEN ARRAY[]::text[] ELSE anonid_sign_in_methods("
+        f"{t}id, {t}password_hash IS NOT NULL, {t}email IS NOT NULL) END AS methods"
+    )
+    return ", ".join([*(t + f for f in _FIELDS), methods])
+
+
+USER_COLUMNS = user_columns()
 
 _GET = Statement(f"SELECT {USER_COLUMNS} FROM users WHERE id = :id")
 
@@ -60,6 +85,7 @@ def user_view(row: Any) -> dict[str, Any]:
         "data": user["data"],
         "created_at": user["created_at"].isoformat(),
         "updated_at": user["updated_at"].isoformat(),
+        "methods": list(user["methods"]),
     }
 
 

@@ -27,6 +27,9 @@ EMAIL_KINDS = (
     "password_reset",
     "password_changed",
     "security_alert",
+    "login_code",
+    "email_change",
+    "email_changed",
 )
 
 _INSERT = sa.text(

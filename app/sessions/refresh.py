@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app.errors import AnonidError
 from app.hooks.calls import custom_claims
 from app.lifecycle.events import record_event
-from app.lifecycle.users import USER_COLUMNS
+from app.lifecycle.users import USER_COLUMNS, user_columns
 from app.outbox.enqueue import enqueue_email
 from app.platform.pgpool import Db, Statement, fetchrow, row_mapping
 from app.sessions.alive import alive, lifetime_params
@@ -154,7 +154,7 @@ WITH found AS (
 )
 SELECT t.*, r.created_at AS session_created_at
 FROM rotated r, LATERAL (
-    SELECT {USER_COLUMNS} FROM touched
+    SELECT * FROM touched
     UNION ALL
     SELECT {USER_COLUMNS} FROM users
     WHERE users.id = r.user_id AND NOT EXISTS (SELECT FROM touched)
@@ -175,9 +175,8 @@ FOR UPDATE OF s
 # The user of a redeemable token, read without a lock before the rotation when the custom_claims
 # hook must be asked first: a hook that fails then leaves the token unspent.
 _PEEK = Statement(
-    "SELECT "
-    + ", ".join(f"u.{c.strip()}" for c in USER_COLUMNS.split(","))
-    + f"""
+    f"""
+SELECT {user_columns("u")}
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.user_id = :user_id AND s.id = :sid AND s.family_hash = :family_hash
   AND {alive()} AND {_REDEEMABLE}

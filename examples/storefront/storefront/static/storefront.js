@@ -36,7 +36,15 @@ function show(favourites) {
 function showUser(user) {
   const email = document.getElementById("who-email");
   if (email && user.email) email.textContent = " as " + user.email;
-  if (user.state === "pending") signupStatus(`Check ${user.pending_email} for a link to choose your password.`);
+  if (user.state === "pending") askForCode(user.pending_email);
+}
+
+// The conversion email carries a link and a six-digit code: the code, typed in this browser,
+// saves the guest's favourites here (POST /v1/me/conversion/verify), with no password.
+function askForCode(address) {
+  signupStatus(`Check ${address}: open the link to choose a password, or type the code from the email here.`);
+  const form = document.getElementById("code-form");
+  if (form) form.hidden = false;
 }
 
 function signupStatus(text) {
@@ -93,10 +101,24 @@ document.getElementById("logout")?.addEventListener("click", async () => {
 document.getElementById("signup-form")?.addEventListener("submit", async (event) => {
   event.preventDefault();
   const email = document.getElementById("signup-email").value;
+  const byCode = event.submitter && event.submitter.id === "signup-code";
   try {
     if (session === "none") await startGuest();
     const pending = await anonid.requestConversion(email);
-    signupStatus(`Check ${pending.pending_email} for a link to choose your password.`);
+    if (byCode) askForCode(pending.pending_email);
+    else signupStatus(`Check ${pending.pending_email} for a link to choose your password.`);
+  } catch (err) {
+    signupStatus(err.message);
+  }
+});
+
+document.getElementById("code-form")?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const code = document.getElementById("code-input").value;
+  try {
+    await anonid.verifyConversionCode(code);
+    // Registered now: the page is drawn again for the account (and without the sign-up box).
+    window.location.reload();
   } catch (err) {
     signupStatus(err.message);
   }

@@ -1,7 +1,9 @@
-"""One-time link tokens (password setup and reset): issue, peek, consume exactly once, end.
+"""One-time link tokens (password setup and reset, sign-in, address change): issue, peek, consume
+exactly once, end.
 
 A token is 256 bits from ``secrets``; only its SHA-256 is stored, bound to one purpose and one
-address. Consuming is a single guarded ``UPDATE … RETURNING``, so PostgreSQL decides which of
+address. The row may also hold the one-time code the same email carries
+(``app.credentials.email_codes``): using the link or the code uses the row, so it ends both. Consuming is a single guarded ``UPDATE … RETURNING``, so PostgreSQL decides which of
 several concurrent clicks wins. Unknown, used, ended or wrong-purpose tokens are ``invalid_token``;
 only a token that would otherwise be good but is past its expiry is ``token_expired``.
 """
@@ -19,16 +21,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.errors import AnonidError
+from app.settings import Settings
 
-Purpose = Literal["setup", "reset"]
+Purpose = Literal["setup", "reset", "login", "email_change"]
 
 # token_urlsafe(32) is 43 characters; anything much longer is not ours and is refused unhashed.
 MAX_TOKEN_LENGTH = 128
 
 _ISSUE = sa.text(
     """
-INSERT INTO link_tokens (token_hash, user_id, purpose, email, created_at, expires_at)
-VALUES (:hash, :user_id, :purpose, :email, now(), now() + CAST(:ttl AS interval))
+INSERT INTO link_tokens (token_hash, user_id, purpose, email, created_at, expires_at, code_hash,
+                         code_expires_at)
+VALUES (:hash, :user_id, :purpose, :email, now(), now() + CAST(:ttl AS interval), :code_hash,
+        CASE WHEN CAST(:code_hash AS bytea) IS NOT NULL
+             THEN now() + least(CAST(:ttl AS interval), CAST(:code_ttl AS interval)) END)
 """
 )
 
@@ -43,6 +49,11 @@ RETURNING user_id, email
 _STATUS = sa.text(
     "SELECT user_id, email, used_at IS NULL AS open, expires_at > now() AS fresh"
     " FROM link_tokens WHERE token_hash = :hash AND purpose = :purpose"
+)
+
+_PURPOSE_OF = sa.text(
+    "SELECT purpose, user_id, email, used_at IS NULL AS open, expires_at > now() AS fresh"
+    " FROM link_tokens WHERE token_hash = :hash AND purpose = ANY(:purposes)"
 )
 
 _END_FOR_USER = sa.text(
@@ -65,11 +76,31 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+def email_page_link(settings: Settings, token: str) -> str:
+    """The link of a sign-in or address-change email: the hosted page whose button redeems it
+    (``/account/email``; a link never acts on a ``GET``, mail scanners follow links)."""
+    return f"{settings.public_url}/account/email?token={token}"
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
 async def issue_link_token(
-    conn: AsyncConnection, user_id: UUID, purpose: Purpose, email: str, ttl: timedelta
+    conn: AsyncConnection,
+    user_id: UUID,
+    purpose: Purpose,
+    email: str,
+    ttl: timedelta,
+    *,
+    token: str | None = None,
+    code_hash: bytes | None = None,
+    code_ttl: timedelta | None = None,
 ) -> str:
-    """A new token for ``purpose``; the caller puts it in a link, the database keeps its hash."""
-    token = secrets.token_urlsafe(32)
+    """A new token for ``purpose`` (``token`` when given); the caller puts it in a link, the
+    database keeps its hash, and ``code_hash`` of the code the same email carries, which lives
+    ``code_ttl`` (never longer than the link)."""
+    token = token or new_token()
     await conn.execute(
         _ISSUE,
         {
@@ -78,6 +109,8 @@ async def issue_link_token(
             "purpose": purpose,
             "email": email,
             "ttl": ttl,
+            "code_hash": code_hash,
+            "code_ttl": code_ttl,
         },
     )
     return token
@@ -99,6 +132,23 @@ async def peek_link_token(conn: AsyncConnection, token: str, purpose: Purpose) -
     if not row.fresh:
         raise AnonidError("token_expired")
     return LinkTarget(row.user_id, row.email)
+
+
+async def peek_link_purpose(
+    conn: AsyncConnection, token: str, purposes: tuple[Purpose, ...]
+) -> tuple[Purpose, LinkTarget]:
+    """Which of ``purposes`` the token serves, and its target, if it would redeem now (without
+    using it): for a page that redeems links of several purposes (``/account/email``)."""
+    row = (
+        await conn.execute(
+            _PURPOSE_OF, {"hash": _hash_or_refuse(token), "purposes": list(purposes)}
+        )
+    ).first()
+    if row is None or not row.open:
+        raise AnonidError("invalid_token")
+    if not row.fresh:
+        raise AnonidError("token_expired")
+    return row.purpose, LinkTarget(row.user_id, row.email)
 
 
 async def consume_link_token(conn: AsyncConnection, token: str, purpose: Purpose) -> LinkTarget:

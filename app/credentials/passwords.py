@@ -16,10 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.errors import AnonidError
-from app.lifecycle.addresses import email_key
-from app.lifecycle.events import record_event
-from app.lifecycle.passwords import (
+from app.credentials.links import (
+    consume_link_token,
+    end_link_tokens,
+    issue_link_token,
+)
+from app.credentials.password_hashing import (
     burn_verify,
     check_policy,
     hash_password,
@@ -27,11 +29,9 @@ from app.lifecycle.passwords import (
     normalise,
     verify_password,
 )
-from app.lifecycle.tokens import (
-    consume_link_token,
-    end_link_tokens,
-    issue_link_token,
-)
+from app.errors import AnonidError
+from app.lifecycle.addresses import email_key
+from app.lifecycle.events import record_event
 from app.lifecycle.users import USER_COLUMNS
 from app.outbox.enqueue import enqueue_email
 from app.sessions.store import end_all_sessions
@@ -60,7 +60,8 @@ _CHANGE = sa.text(
     f"""
 UPDATE users
 SET password_hash = :new, session_version = session_version + 1, updated_at = now()
-WHERE id = :id AND session_version = :sv AND NOT is_anonymous AND password_hash = :old
+WHERE id = :id AND session_version = :sv AND NOT is_anonymous
+  AND password_hash IS NOT DISTINCT FROM :old
 RETURNING {USER_COLUMNS}
 """
 )
@@ -142,13 +143,17 @@ async def registered_account(
 
 
 async def check_password_change(
-    settings: Settings, account: Row[Any], current_password: str, new_password: str
+    settings: Settings, account: Row[Any], current_password: str | None, new_password: str
 ) -> str:
     """The hash of the new password, once the policy accepts it and the current password
-    matches the account read by ``registered_account``. Needs no connection, so none is held
-    while argon2 runs."""
+    matches the account read by ``registered_account``; an account without a password (made by
+    an email code or link, a provider or a passkey) sets one with no current password. Needs no
+    connection, so none is held while argon2 runs."""
     normal = check_policy(new_password, settings.password_min_length)
-    if not await verify_password(account.password_hash, current_password):
+    if account.password_hash is not None and (
+        current_password is None
+        or not await verify_password(account.password_hash, current_password)
+    ):
         raise AnonidError("invalid_credentials", "The current password is not correct.")
     return await hash_password(normal)
 
@@ -157,7 +162,7 @@ async def change_password(
     conn: AsyncConnection, settings: Settings, account: Row[Any], new_hash: str
 ) -> Row[Any]:
     """Store ``new_hash`` if the account is still as ``registered_account`` read it (same
-    session version, same password hash); every other session ends."""
+    session version, same password hash or none); every other session ends."""
     params = {
         "id": account.id,
         "sv": account.session_version,
@@ -225,6 +230,8 @@ async def confirm_password_reset(
 
 
 async def _notify_changed(conn: AsyncConnection, settings: Settings, row: Row[Any]) -> None:
+    if row.email is None:  # an account without an address (a provider's or a passkey's)
+        return
     await enqueue_email(
         conn,
         settings,
