@@ -19,11 +19,11 @@ import secrets
 import socket
 import statistics
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
 import orjson
+import pools
 from servers import Server, uvicorn_command
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ async def phase_hooks(bench: Bench) -> None:
             if label != "challenge on":
                 return {}
             count = math.ceil(seconds * rate) + 64
-            write_lines(pool, solutions(key, count))
+            pools.write_tokens(pool, solutions(key, count))
             made += count
             return {"BENCH_TOKENS": str(pool)}
 
@@ -161,8 +161,3 @@ async def phase_hooks(bench: Bench) -> None:
     finally:
         for name in started:
             bench.servers.pop(name).stop()
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines) + "\n")
-    return path
