@@ -291,11 +291,12 @@ def render(
         out.extend(checks)
         add("")
     _extras(results, add)
+    _hooks(results, add)
     _profile(results, add)
-    if "main" in results:
+    if "main" in results or "hooks" in results:
         add("## Every round")
         add("")
-        out.extend(_rounds(results["main"]))
+        out.extend(_rounds({**results.get("main", {}), **results.get("hooks", {})}))
         add("")
     if results.get("problems"):
         add("## Problems seen during the run")
@@ -504,3 +505,51 @@ def _profile(results: dict[str, Any], add: Any) -> None:
             frame_text = frame.replace("|", "/")[:90]
             add(f"| {pkg} | {100 * n / total:.1f}% | | `{frame_text}` | {100 * m / total:.1f}% |")
         add("")
+
+
+def _hooks(results: dict[str, Any], add: Any) -> None:
+    h = results.get("hooks")
+    if not h:
+        return
+    setup = results["hooks_setup"]
+    add("## Abuse protection and hooks: what `POST /v1/anonymous` costs with them on")
+    add("")
+    add(
+        "Beside the plain anonid server (*off*), two more on the same database: one with "
+        "`ANONID_ANONYMOUS_CHALLENGE=altcha`, one with `ANONID_HOOKS=custom_claims` calling a "
+        "local receiver (`bench/hook_receiver.py`: Starlette under its own uvicorn, checks the "
+        "Standard Webhooks signature and answers the same two claims). wrk alternates off / on "
+        "as in the main phase (32 connections, medians of the rounds). The challenge run measures "
+        "the server's side only: before each run the runner issues challenges with anonid's own "
+        "`issue` under the server's key and solves them (`altcha` package), "
+        f"{setup['solutions']:,} in all, one unique solution per request, each verified and "
+        "spent once by the server (maximum number "
+        f"{setup['max_number']}: the check is one SHA-256 and one HMAC whatever the number). "
+        "*Server CPU* is anonid's alone; the receiver's own CPU is not in it."
+    )
+    add("")
+    add(
+        "| endpoint | setting | req/s | p50 ms | p99 ms | server CPU µs/req | req/s ÷ off "
+        "| p99 ÷ off | CPU ÷ off | errors |"
+    )
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    for endpoint, settings in h.items():
+        m = {
+            label: {
+                "rps": statistics.median(r.rps for r in runs),
+                "p50": statistics.median(r.p50_ms for r in runs),
+                "p99": statistics.median(r.p99_ms for r in runs),
+                "cpu": statistics.median(r.server_cpu_us or 0.0 for r in runs),
+                "bad": sum(r.bad_status + r.errors for r in runs),
+            }
+            for label, runs in settings.items()
+        }
+        off = m["off"]
+        for label, v in m.items():
+            cpu_ratio = f"{v['cpu'] / off['cpu']:.2f}" if off["cpu"] else ""
+            add(
+                f"| {endpoint} | {label} | {v['rps']:.0f} | {_ms(v['p50'])} | {_ms(v['p99'])} "
+                f"| {v['cpu']:.0f} | {v['rps'] / off['rps']:.2f} | {v['p99'] / off['p99']:.2f} "
+                f"| {cpu_ratio} | {v['bad']} |"
+            )
+    add("")

@@ -20,6 +20,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg
 import extras
+import hooks_cost
 import hotspots
 import pools
 import report
 from mail import MailCatcher
 from servers import (
     BENCH,
+    ROOT,
     Server,
     anonid_command,
     anonid_serve_command,
@@ -49,9 +52,16 @@ from wrk import WrkResult, run_wrk, wrk_binary
 # every connection has one to send from the first request on.
 REFRESH_CONNECTIONS = 32
 
-PORTS = {"anonid": 18501, "yardstick": 18502, "fastapi-users": 18503, "anonid-2w": 18504}
+PORTS = {
+    "anonid": 18501,
+    "yardstick": 18502,
+    "fastapi-users": 18503,
+    "anonid-2w": 18504,
+    "anonid-challenge": 18505,
+    "anonid-claims": 18506,
+}
 SMTP_PORT = 18525
-PHASES = ("main", "profile", "scaling", "argon2", "email", "cull", "memory")
+PHASES = ("main", "profile", "scaling", "hooks", "argon2", "email", "cull", "memory")
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,10 @@ class Bench:
 
     def anonid_env(self, db_url: str) -> dict[str, str]:
         return {
+            # The servers run this checkout's code, whatever the venv was installed against.
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+            ),
             "ANONID_DATABASE_URL": db_url,
             # One issuer for every anonid process here, so they accept each other's sessions.
             "ANONID_PUBLIC_URL": f"http://127.0.0.1:{PORTS['anonid']}",
@@ -124,11 +138,19 @@ class Bench:
         }
 
     async def start_anonid(
-        self, name: str, workers: int = 1, *, port: int | None = None, db_url: str | None = None
+        self,
+        name: str,
+        workers: int = 1,
+        *,
+        port: int | None = None,
+        db_url: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> Server:
-        """``anonid serve`` as ``name`` (default: its port in PORTS, the run's anonid database)."""
+        """``anonid serve`` as ``name`` (default: its port in PORTS, the run's anonid database),
+        with ``extra_env``'s settings on top of the runner's."""
         port = PORTS[name] if port is None else port
         env = self.anonid_env(self.results["anonid_db"] if db_url is None else db_url)
+        env.update(extra_env or {})
         server = Server(
             name,
             anonid_serve_command(port, workers),
@@ -234,16 +256,28 @@ class Bench:
         return result
 
     async def alternate(
-        self, scenarios: list[tuple[str, str, str, str, dict[str, str]]], rounds: int
+        self,
+        scenarios: list[tuple[str, str, str, str, dict[str, str]]],
+        rounds: int,
+        prepare: Callable[[str, float], Awaitable[dict[str, str]]] | None = None,
     ) -> dict[str, list[WrkResult]]:
-        """Run each (label, target, path, script, env) in turn, round after round (A B A B)."""
+        """Run each (label, target, path, script, env) in turn, round after round (A B A B).
+        ``prepare(label, seconds)``, if given, runs before each run (outside its measurement)
+        and returns more environment for it (a fresh pool of single-use inputs)."""
+
+        async def one(
+            label: str, target: str, path: str, script: str, env: dict[str, str], seconds: float
+        ) -> WrkResult:
+            more = await prepare(label, seconds) if prepare is not None else {}
+            return await self.wrk(target, path, script, seconds, **{**env, **more})
+
         if self.mode.warmup:
-            for _label, target, path, script, env in scenarios:
-                await self.wrk(target, path, script, self.mode.warmup, **env)
+            for label, target, path, script, env in scenarios:
+                await one(label, target, path, script, env, self.mode.warmup)
         out: dict[str, list[WrkResult]] = {label: [] for label, *_ in scenarios}
         for round_no in range(rounds):
             for label, target, path, script, env in scenarios:
-                result = await self.wrk(target, path, script, self.mode.seconds, **env)
+                result = await one(label, target, path, script, env, self.mode.seconds)
                 out[label].append(result)
                 self.log(
                     f"  round {round_no + 1} {label}: {result.rps:.0f} req/s, "
@@ -375,6 +409,8 @@ async def run(args: argparse.Namespace) -> int:
                 await bench.phase_main()
             elif phase == "scaling":
                 await bench.phase_scaling()
+            elif phase == "hooks":
+                await hooks_cost.phase_hooks(bench)
             elif phase == "profile":
                 await hotspots.phase_profile(bench)
             else:
