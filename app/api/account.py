@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -27,7 +27,7 @@ from app.api.deps import (
 )
 from app.api.errors import responses
 from app.api.responses import empty_response, json_response, private_response, session_response
-from app.api.schemas import SessionOut
+from app.api.schemas import RequestBody, SessionOut
 from app.credentials import passwords
 from app.credentials.email_codes import code_key
 from app.errors import AnonidError
@@ -42,25 +42,21 @@ from app.lifecycle.addresses import (
 router = APIRouter(prefix="/v1")
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
-class EmailIn(_Body):
+class EmailIn(RequestBody):
     email: str
 
 
-class LoginIn(_Body):
+class LoginIn(RequestBody):
     email: str
     password: str
 
 
-class TokenPasswordIn(_Body):
+class TokenPasswordIn(RequestBody):
     token: str
     password: str
 
 
-class PasswordChangeIn(_Body):
+class PasswordChangeIn(RequestBody):
     current_password: str | None = None  # needed only when the account has a password
     new_password: str
 

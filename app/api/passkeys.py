@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -30,7 +30,7 @@ from app.api.responses import (
     private_response,
     session_response,
 )
-from app.api.schemas import SessionOut
+from app.api.schemas import RequestBody, SessionOut
 from app.credentials import passkey_store
 from app.errors import AnonidError
 
@@ -40,21 +40,17 @@ CREDENTIAL_DOC = "`PublicKeyCredential.toJSON()` of the browser's answer"
 OPTIONS_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": True}
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
-class AddPasskeyIn(_Body):
+class AddPasskeyIn(RequestBody):
     # Any JSON: what is not a credential is refused as ``invalid_passkey``, not as a bad body.
     credential: Any = Field(None, json_schema_extra={"type": "object"}, description=CREDENTIAL_DOC)
     name: str | None = Field(None, max_length=passkey_store.MAX_NAME)
 
 
-class PasskeySignInIn(_Body):
+class PasskeySignInIn(RequestBody):
     credential: Any = Field(None, json_schema_extra={"type": "object"}, description=CREDENTIAL_DOC)
 
 
-class RenameIn(_Body):
+class RenameIn(RequestBody):
     name: str = Field(max_length=passkey_store.MAX_NAME)
 
 

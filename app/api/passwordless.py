@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict
 from starlette.responses import Response
 
 from app.api import email_flows
@@ -24,7 +23,7 @@ from app.api.deps import (
 )
 from app.api.errors import responses
 from app.api.responses import json_response, private_response, session_response
-from app.api.schemas import SessionOut, User
+from app.api.schemas import RequestBody, SessionOut, User
 from app.errors import AnonidError
 from app.lifecycle.addresses import parse_email
 from app.lifecycle.users import user_view
@@ -32,24 +31,20 @@ from app.lifecycle.users import user_view
 router = APIRouter(prefix="/v1")
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-
-class CodeIn(_Body):
+class CodeIn(RequestBody):
     code: str
 
 
-class TokenIn(_Body):
+class TokenIn(RequestBody):
     token: str
 
 
-class CodeOrTokenIn(_Body):
+class CodeOrTokenIn(RequestBody):
     code: str | None = None
     token: str | None = None
 
 
-class EmailCodeOrTokenIn(_Body):
+class EmailCodeOrTokenIn(RequestBody):
     email: str | None = None
     code: str | None = None
     token: str | None = None

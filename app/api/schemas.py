@@ -7,6 +7,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 
+class RequestBody(BaseModel):
+    """A JSON request body: strict types, unknown fields ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
 class User(BaseModel):
     id: str
     state: Literal["anonymous", "pending", "registered"]
