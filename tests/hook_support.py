@@ -37,6 +37,7 @@ class Reply:
     body: Any = None
     status: int = 200
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -76,7 +77,9 @@ class HookReceiver:
         if reply.delay:
             await asyncio.sleep(reply.delay)
         content = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
-        return Response(content, status_code=reply.status, media_type="application/json")
+        return Response(
+            content, status_code=reply.status, media_type="application/json", headers=reply.headers
+        )
 
 
 @asynccontextmanager

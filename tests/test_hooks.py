@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.hooks.client import MAX_ANSWER_BYTES
 from app.settings import Settings
 from tests.account_support import PASSWORD, bare_client, register
 from tests.conftest import BASE_URL, AppFactory, make_settings
@@ -146,6 +147,22 @@ async def test_an_unreachable_or_failing_hook_denies_with_the_deny_policy(
     c.cookies.clear()
     r = await c.post("/v1/anonymous")
     assert r.status_code == 403 and r.json()["error"] == "hook_denied"
+
+
+async def test_a_redirecting_or_oversized_hook_answer_is_a_failure(app_with: AppFactory) -> None:
+    """A signed call goes only where the operator pointed it, and an answer is read only up to
+    its limit: both count as failures (here: deny)."""
+    async with hook_receiver() as receiver, hook_receiver(receiver.secret) as elsewhere:
+        elsewhere.replies["before_user_created"] = Reply({"allow": True})
+        _, c = await app_with(**hook_settings(receiver, "before_user_created"))
+        moved = Reply({"allow": True}, status=307, headers={"location": elsewhere.url})
+        padded = {"allow": True, "padding": "x" * MAX_ANSWER_BYTES}
+        for broken in (moved, Reply(padded)):
+            receiver.replies["before_user_created"] = broken
+            r = await c.post("/v1/anonymous")
+            assert r.status_code == 403 and r.json()["error"] == "hook_denied"
+        assert elsewhere.of("before_user_created") == []
+        assert len(receiver.of("before_user_created")) == 2
 
 
 # custom_claims

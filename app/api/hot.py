@@ -162,7 +162,8 @@ async def _same_user(req: HotRequest, session: Session) -> Reply:
     if session.via_cookie:
         remaining = max(0, session.claims.exp - int(time.time()))
         return Reply(200, {"user": user_view(row), "expires_in": remaining})
-    pair = await start(req.svc.pool, req.svc, row, user_agent=req.user_agent())
+    claims = req.svc.hooks.custom_claims
+    pair = await start(req.svc.pool, req.svc, row, user_agent=req.user_agent(), sign_later=claims)
     return _session_reply(req, await with_app_claims(req.svc, pair), 200)
 
 
@@ -191,7 +192,9 @@ async def create_anonymous(req: HotRequest, receive: Receive) -> Reply:
         ip = client_ip(req.peer(), req.forwarded_for(), settings.proxies)
         await before_user_created(hooks, "anonymous", ip, req.header(b"user-agent"))
     guest = anonymous.new_guest(settings.webhook_url_list, solved)
-    pair = await start(svc.pool, svc, guest, user_agent=req.user_agent())
+    pair = await start(
+        svc.pool, svc, guest, user_agent=req.user_agent(), sign_later=hooks.custom_claims
+    )
     if hooks.custom_claims:
         pair = await with_app_claims(svc, pair)
     return _session_reply(req, pair, 201)

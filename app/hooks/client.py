@@ -12,6 +12,9 @@ Guarantees:
 - redirects are not followed: a signed request goes only where the operator pointed it;
 - no database connection is involved: callers hold none while they wait (except ``before_merge``,
   whose wait inside the merge's transaction is bounded by the same timeout).
+
+The client is aiohttp's, not httpx's: a call is on the path of every access token it decorates,
+and httpx spent about five times the CPU per call here (``bench/NOTES.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 from standardwebhooks import Webhook
 
@@ -32,6 +35,7 @@ from app.settings import Settings
 log = logging.getLogger("anonid.hooks")
 
 MAX_ANSWER_BYTES = 64 * 1024
+MAX_CONNECTIONS = 100
 
 
 class HookFailed(Exception):
@@ -50,19 +54,29 @@ class Hooks:
         self.allow_on_failure = settings.hook_failure == "allow"
         self.timeout = settings.hook_timeout_ms / 1000
         self._url = settings.hook_url
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._webhook: Webhook | None = None
         if enabled and settings.hook_secret is not None:
             self._webhook = Webhook(settings.hook_secret.get_secret_value())
-            self._client = httpx.AsyncClient(
-                timeout=self.timeout,
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+
+    def _session(self) -> aiohttp.ClientSession:
+        # Made on first use: an aiohttp session belongs to the event loop that is running then.
+        if self._client is None:
+            self._client = aiohttp.ClientSession(
+                # Every connection is kept for reuse: under load a hook is called by as many
+                # requests at once as the server handles, and a new connection costs a handshake.
+                connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                # Proxies from the environment are not for a call to the operator's own endpoint.
+                trust_env=False,
+                auto_decompress=False,
+                skip_auto_headers=("Accept-Encoding",),
             )
+        return self._client
 
     async def call(self, hook: str, data: dict[str, Any]) -> dict[str, Any]:
         """The hook's answer (a JSON object), or ``HookFailed``."""
-        assert self._client is not None and self._webhook is not None and self._url is not None
+        assert self._webhook is not None and self._url is not None
         body = orjson.dumps({"type": hook, "data": data})
         now = datetime.now(UTC)
         message_id = f"msg_{new_id().hex}"
@@ -79,18 +93,21 @@ class Hooks:
                 answer = await self._post(body, headers)
         except TimeoutError:
             raise _failed(started, "timed out") from None
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise _failed(started, type(exc).__name__) from None
         return answer
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
-        assert self._client is not None and self._url is not None
-        async with self._client.stream("POST", self._url, content=body, headers=headers) as resp:
-            if not resp.is_success:
-                raise HookFailed(f"HTTP {resp.status_code}")
+        assert self._url is not None
+        session = self._session()
+        async with session.post(
+            self._url, data=body, headers=headers, allow_redirects=False
+        ) as resp:
+            if not 200 <= resp.status < 300:
+                raise HookFailed(f"HTTP {resp.status}")
             chunks: list[bytes] = []
             size = 0
-            async for chunk in resp.aiter_bytes():
+            async for chunk in resp.content.iter_any():
                 size += len(chunk)
                 if size > MAX_ANSWER_BYTES:
                     raise HookFailed(f"answer larger than {MAX_ANSWER_BYTES} bytes")
@@ -105,7 +122,7 @@ class Hooks:
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
 
 
 def _failed(started: float, reason: str) -> HookFailed:

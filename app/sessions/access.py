@@ -92,10 +92,12 @@ class AccessTokens:
         *,
         not_after: float | None = None,
         app: dict[str, Any] | None = None,
+        sign: bool = True,
     ) -> IssuedToken:
         """A signed access token (JWS compact form), living the access TTL but never past
         ``not_after`` (the session's end), with the application's claims under ``app`` when
-        given (the ``custom_claims`` hook, CONTRACT §16). The header segment is built once per key, the payload
+        given (the ``custom_claims`` hook, CONTRACT §16). ``sign=False`` gives only its claims
+        and an empty token, for a caller that signs it later with the application's claims. The header segment is built once per key, the payload
         with orjson, and the key signs as PyJWT's ES256 would, without building its ECDSA
         parameters on every call: SHA-256, then r||s as 32 bytes each (RFC 7518 §3.4)."""
         current = self.ring.current
@@ -124,6 +126,8 @@ class AccessTokens:
             "sv": session_version,
             "sid": str(session_id),
         }
+        if not sign:
+            return IssuedToken("", exp - now, claims)
         if app is not None:
             payload["app"] = app
         signing_input = self.ring.current_header + b"." + _b64(orjson.dumps(payload)).encode()

@@ -133,12 +133,20 @@ def pair_for(
     created_at: datetime,
     refresh_token: str,
     app: dict[str, Any] | None = None,
+    sign: bool = True,
 ) -> Pair:
-    """Sign the access token of a session whose row is written (or rotated)."""
+    """Sign the access token of a session whose row is written (or rotated); with
+    ``sign=False``, leave it to ``with_app_claims``."""
     row = row_mapping(user)
     max_age, hard_end = remaining(svc.settings, row["is_anonymous"], created_at)
     access = svc.access.issue(
-        row["id"], row["is_anonymous"], row["session_version"], sid, not_after=hard_end, app=app
+        row["id"],
+        row["is_anonymous"],
+        row["session_version"],
+        sid,
+        not_after=hard_end,
+        app=app,
+        sign=sign,
     )
     return Pair(user, access, refresh_token, max_age)
 
@@ -148,11 +156,10 @@ async def with_app_claims(svc: Services, pair: Pair) -> Pair:
     claims when the ``custom_claims`` hook is on (else ``pair`` itself, at no cost). Called once
     the sign-in's transaction has ended, so no connection waits on the hook; a failure with
     ``ANONID_HOOK_FAILURE=deny`` is ``hook_unavailable`` (the session row stays, unused, and ends
-    with retention). A refresh asks the hook before it rotates (``app.sessions.refresh``)."""
-    if not svc.hooks.custom_claims:
-        return pair
-    app = await custom_claims(svc.hooks, pair.user)
-    if app is None:
+    with retention). A refresh asks the hook before it rotates (``app.sessions.refresh``).
+    A pair started with ``sign_later`` is signed here, once, whatever the hook answers."""
+    app = await custom_claims(svc.hooks, pair.user) if svc.hooks.custom_claims else None
+    if app is None and pair.access.token:
         return pair
     claims = pair.access.claims
     # The same session and expiry; only the application's claims are added.
@@ -170,9 +177,12 @@ async def start(
     user_agent: str | None,
     end_others: bool = False,
     replaces: tuple[UUID, UUID] | None = None,
+    sign_later: bool = False,
 ) -> Pair:
     """Begin a session for ``user`` (a user row, or a ``NewUser`` to insert in the same
-    statement); ``replaces`` is the (user id, sid) of a session to end in the same statement."""
+    statement); ``replaces`` is the (user id, sid) of a session to end in the same statement.
+    ``sign_later``: the access token is signed by ``with_app_claims`` (which the caller must
+    then call), so a token that gets the application's claims is signed once, not twice."""
     sid = new_id()
     user_id = user.user_id if isinstance(user, NewUser) else row_mapping(user)["id"]
     secret: RefreshSecret = new_refresh(user_id, sid)
@@ -187,7 +197,8 @@ async def start(
         if row is None:
             assert user.refused is not None  # else an INSERT … RETURNING returns its row or raises
             raise AnonidError(user.refused)
-        return pair_for(svc, row, sid, row_mapping(row)["session_created_at"], secret.token)
+        created_at = row_mapping(row)["session_created_at"]
+        return pair_for(svc, row, sid, created_at, secret.token, sign=not sign_later)
     params.update(
         user_id=user_id,
         end_others=end_others,
@@ -197,7 +208,7 @@ async def start(
     )
     started = await fetchrow(db, _START, params)
     assert started is not None
-    return pair_for(svc, user, sid, started[0], secret.token)
+    return pair_for(svc, user, sid, started[0], secret.token, sign=not sign_later)
 
 
 async def list_sessions(
