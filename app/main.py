@@ -36,6 +36,7 @@ from app.api import sessions as sessions_api
 from app.api.hot import HotPaths
 from app.credentials.oidc_client import OidcProviders
 from app.hooks.client import Hooks
+from app.lifecycle.anonymous import GuestInserts
 from app.outbox.smtputf8 import Smtputf8Support
 from app.platform.catcher import caught_mail_dir, effective_smtp_url
 from app.platform.db import RESOLVED_URL_ENV, open_databases, resolve_database_url
@@ -117,6 +118,9 @@ def create_app(
         )
         app.state.services = services
         services.extras["limiter"] = RateLimiter(settings)
+        services.extras["guests"] = GuestInserts(
+            pool, settings.webhook_url_list, paid=settings.anonymous_challenge == "altcha"
+        )
         # Asked now, in the background: POST /v1/me/conversion waits for the answer if it must.
         smtputf8 = Smtputf8Support(effective_smtp_url(settings))
         smtputf8.start()

@@ -127,6 +127,29 @@ async def test_a_solution_is_accepted_once_however_many_use_it_at_the_same_time(
     assert await _guests(engine) == before + 1
 
 
+async def test_guests_paid_together_each_need_a_solution_of_their_own(
+    app_with: AppFactory, engine: AsyncEngine
+) -> None:
+    """Requests arriving at once share statements (app.platform.coalesce): a solution used twice
+    in one group still makes one guest, and every other solution its own."""
+    application, c = await app_with(**CHALLENGE_ON)
+    shared = await solved(c)
+    own = [await solved(c) for _ in range(6)]
+    before = await _guests(engine)
+
+    async def attempt(header: str) -> tuple[str, int]:
+        async with bare_client(application) as device:
+            r = await device.post("/v1/anonymous", headers={"X-Anonid-Challenge": header})
+            return header, r.status_code
+
+    # The first two go alone (two lanes); the rest wait and go together, the shared one thrice.
+    headers = [own[0], own[1], shared, *own[2:4], shared, *own[4:], shared]
+    outcomes = await asyncio.gather(*(attempt(h) for h in headers))
+    assert sorted(status for header, status in outcomes if header == shared) == [201, 403, 403]
+    assert all(status == 201 for header, status in outcomes if header != shared)
+    assert await _guests(engine) == before + 7
+
+
 async def test_the_same_solution_is_refused_by_another_anonid_process(
     app_with: AppFactory, database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:

@@ -170,13 +170,13 @@ class StatementCounter:
     def __init__(self, application: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
         svc = application.state.services
-        original = svc.pool.fetchrow
+        original = svc.pool._execute
 
-        async def counted(sql: str, args: list[object]) -> object:
+        async def counted(method: str, sql: str, args: list[object]) -> object:
             self.count += 1
-            return await original(sql, args)
+            return await original(method, sql, args)
 
-        monkeypatch.setattr(svc.pool, "fetchrow", counted)
+        monkeypatch.setattr(svc.pool, "_execute", counted)
         self._engine = svc.engine.sync_engine
         sa.event.listen(self._engine, "before_cursor_execute", self._on_execute)
 
@@ -232,3 +232,50 @@ async def test_hot_paths_cost_one_statement_while_the_access_token_is_fresh(
             assert await counter.of(patch) == 2
     finally:
         counter.close()
+
+
+async def test_guests_created_at_once_share_statements_and_each_gets_its_own_session(
+    app: FastAPI, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New guests arriving together are written by shared statements (app.platform.coalesce),
+    and no browser is handed another's account, session or refresh token."""
+    browsers = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+        for _ in range(40)
+    ]
+    counter = StatementCounter(app, monkeypatch)
+    try:
+        created = await asyncio.gather(*(b.post("/v1/anonymous") for b in browsers))
+        statements = counter.count
+    finally:
+        counter.close()
+    assert [r.status_code for r in created] == [201] * 40
+    ids = [r.json()["user"]["id"] for r in created]
+    assert len(set(ids)) == 40
+    assert statements < 40
+    try:
+        for browser, user_id in zip(browsers, ids, strict=True):
+            token = browser.cookies["anonid_session"]
+            claims = jwt.decode(token, options={"verify_signature": False})
+            assert claims["sub"] == user_id
+            me = await browser.get("/v1/me")
+            assert me.status_code == 200 and me.json()["id"] == user_id
+            renewed = await browser.post("/v1/session/refresh")
+            assert renewed.status_code == 200 and renewed.json()["user"]["id"] == user_id
+    finally:
+        for browser in browsers:
+            await browser.aclose()
+    async with engine.connect() as conn:
+        sessions = await conn.execute(
+            sa.text("SELECT user_id::text, count(*) FROM sessions GROUP BY user_id"),
+        )
+        per_user = dict(sessions.all())
+        events = await conn.scalar(
+            sa.text(
+                "SELECT count(DISTINCT user_id) FROM events "
+                "WHERE type = 'user.anonymous_created' AND user_id::text = ANY(:ids)"
+            ),
+            {"ids": ids},
+        )
+    assert all(per_user.get(user_id) == 1 for user_id in ids)
+    assert events == 40

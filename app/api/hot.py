@@ -191,7 +191,7 @@ async def create_anonymous(req: HotRequest, receive: Receive) -> Reply:
     if hooks.before_user_created:
         ip = client_ip(req.peer(), req.forwarded_for(), settings.proxies)
         await before_user_created(hooks, "anonymous", ip, req.header(b"user-agent"))
-    guest = anonymous.new_guest(settings.webhook_url_list, solved)
+    guest = anonymous.new_guest(svc.extras["guests"], solved)
     pair = await start(
         svc.pool, svc, guest, user_agent=req.user_agent(), sign_later=hooks.custom_claims
     )

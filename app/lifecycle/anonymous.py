@@ -14,64 +14,69 @@ import orjson
 
 from app.errors import AnonidError
 from app.hooks.challenge import Solved
-from app.lifecycle.events import event_cte, event_params
+from app.lifecycle.events import event_cte
 from app.lifecycle.users import SESSION_ALIVE, USER_COLUMNS, session_params
+from app.platform.coalesce import Coalescer
 from app.platform.ids import guest_username, new_id
-from app.platform.pgpool import Db, Statement, fetchrow
-from app.sessions.store import SESSION_OF_NEW_USER, NewUser
+from app.platform.pgpool import Db, HotPool, Statement, fetch, fetchrow
+from app.sessions.store import SESSIONS_OF_NEW_USERS, NewUser
 from app.settings import Settings
 
 MAX_DEPTH = 32
 
 
-# The guest, its first session (app.sessions.store.start) and its event: one statement.
-def _create(events: str) -> Statement:
-    return Statement(
-        f"""
-WITH u AS (
-    INSERT INTO users (id, username, is_anonymous, data, created_at, updated_at)
-    VALUES (:id, :username, true, '{{}}'::jsonb, now(), now())
-    RETURNING {USER_COLUMNS}
-), {events}, {SESSION_OF_NEW_USER}
-SELECT u.*, s.created_at AS session_created_at FROM u, s
-"""
+# New guests, each with its first session (app.sessions.store.start) and its event, as many as
+# arrive together (GuestInserts): one statement. ``given`` holds the guests' values, one array
+# each, and ``g`` those to create: all of them or, when each pays with a solved challenge
+# (app.hooks.challenge), those whose challenge this statement spent. The spent challenges' key
+# makes one solution one guest across every process, DISTINCT ON within the statement; a guest
+# not created returns no row.
+def _create_many(*, hooks: bool, paid: bool) -> Statement:
+    events = event_cte(
+        "SELECT g.event_id, CAST(:event_type AS text), g.id, jsonb_build_object('id', g.id), "
+        "now() FROM g",
+        hooks=hooks,
     )
-
-
-# The same, paid for with a solved challenge (app.hooks.challenge): the challenge is spent first
-# and the guest, its event and its session exist only if this statement spent it, so one solution
-# makes one guest whatever the number of processes; a spent one returns no row.
-def _create_spending(events: str) -> Statement:
-    return Statement(
-        f"""
-WITH spent AS (
+    arrays = ", CAST(:challenges AS bytea[]), CAST(:expiries AS timestamptz[])" if paid else ""
+    columns = ", challenge, challenge_expires" if paid else ""
+    to_create = "g AS (SELECT * FROM given)"
+    if paid:
+        to_create = """spent AS (
     INSERT INTO spent_challenges (challenge, expires_at)
-    VALUES (:challenge, :challenge_expires)
+    SELECT DISTINCT ON (challenge) challenge, challenge_expires FROM given
     ON CONFLICT DO NOTHING
     RETURNING challenge
-), u AS (
+), g AS (
+    SELECT DISTINCT ON (given.challenge) given.*
+    FROM given JOIN spent ON spent.challenge = given.challenge
+    ORDER BY given.challenge, given.id
+)"""
+    return Statement(
+        f"""
+WITH given AS (
+    SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:usernames AS text[]),
+                         CAST(:event_ids AS uuid[]), CAST(:sids AS uuid[]),
+                         CAST(:user_agents AS text[]), CAST(:families AS bytea[]),
+                         CAST(:refresh_hashes AS bytea[]){arrays})
+        AS given(id, username, event_id, sid, user_agent, family, refresh_hash{columns})
+), {to_create}, u AS (
     INSERT INTO users (id, username, is_anonymous, data, created_at, updated_at)
-    SELECT CAST(:id AS uuid), CAST(:username AS text), true, '{{}}'::jsonb, now(), now()
-    FROM spent
+    SELECT g.id, g.username, true, '{{}}'::jsonb, now(), now() FROM g
     RETURNING {USER_COLUMNS}
-), {events}, {SESSION_OF_NEW_USER}
-SELECT u.*, s.created_at AS session_created_at FROM u, s
+), {events}, {SESSIONS_OF_NEW_USERS}
+SELECT u.*, s.created_at AS session_created_at FROM u JOIN s ON s.user_id = u.id
 """
     )
 
 
-# The event of a guest that may not be made: written only with the guest.
-_EVENT_OF_GUEST = (
-    "SELECT CAST(:event_id AS uuid), CAST(:event_type AS text), u.id, "
-    "CAST(:event_payload AS jsonb), now() FROM u"
-)
-
-_CREATE = _create(event_cte())
-# Without webhooks configured, the webhook CTE would still be planned and run (over an empty
-# array) for every new guest: about 10 us of PostgreSQL's CPU per statement (bench/NOTES.md).
-_CREATE_NO_HOOKS = _create(event_cte(hooks=False))
-_CREATE_SPENDING = _create_spending(event_cte(_EVENT_OF_GUEST))
-_CREATE_SPENDING_NO_HOOKS = _create_spending(event_cte(_EVENT_OF_GUEST, hooks=False))
+# (webhooks configured, paid with a challenge) -> statement. Without webhooks, the webhook CTE
+# would still be planned and run (over an empty array) for every statement: about 10 us of
+# PostgreSQL's CPU each (bench/NOTES.md).
+_CREATE_MANY = {
+    (hooks, paid): _create_many(hooks=hooks, paid=paid)
+    for hooks in (False, True)
+    for paid in (False, True)
+}
 
 # The merge runs once: the CTE computes it and the UPDATE both stores it and checks its size.
 # FOR UPDATE makes the CTE wait for a concurrent patch of the row and then read the version it
@@ -106,18 +111,65 @@ _SESSION_LIVE = Statement(
 )
 
 
-def new_guest(webhook_urls: list[str], solved: Solved | None = None) -> NewUser:
-    """A new anonymous account and its ``user.anonymous_created`` event, to be inserted with its
-    first session by ``app.sessions.store.start``, all in one statement; with ``solved``, only if
-    that statement spends the challenge (else ``challenge_failed``)."""
+# Statements under way at once for new guests, per process; the guests that arrive meanwhile wait
+# and go together in the next. Fewer lanes make larger groups (less CPU a guest), more keep a slow
+# commit from holding up every new guest: on two cores 1 and 2 did best, 4 and 8 worse
+# (bench/NOTES.md); two leave a lane when one statement stalls.
+LANES = 2
+MOST_PER_STATEMENT = 64
+
+
+class GuestInserts:
+    """This process's new guests (``new_guest``), each with its first session and its
+    ``user.anonymous_created`` event, written by one statement for every group of guests that
+    arrives while earlier ones are being written (``app.platform.coalesce``): under load
+    PostgreSQL's per-statement costs and the commit are shared. Each guest is committed before its
+    request hears of it; a statement that fails, fails every request of its group. With
+    ``paid``, each guest carries a solved challenge and exists only if its statement spent it."""
+
+    def __init__(self, pool: HotPool, webhook_urls: list[str], *, paid: bool) -> None:
+        self._pool = pool
+        self._urls = webhook_urls
+        self._paid = paid
+        self._statement = _CREATE_MANY[(bool(webhook_urls), paid)]
+        self._together: Coalescer[dict[str, Any], Any] = Coalescer(
+            self._insert, lanes=min(LANES, pool.size), most=MOST_PER_STATEMENT
+        )
+
+    async def insert(self, params: dict[str, Any]) -> Any:
+        """The guest's row (``u.*`` and ``session_created_at``) once committed; ``None`` when
+        its challenge was spent already."""
+        return await self._together.submit(params)
+
+    async def _insert(self, guests: list[dict[str, Any]]) -> list[Any]:
+        columns: dict[str, Any] = {
+            "ids": [g["id"] for g in guests],
+            "usernames": [g["username"] for g in guests],
+            "event_ids": [g["event_id"] for g in guests],
+            "sids": [g["sid"] for g in guests],
+            "user_agents": [g["user_agent"] for g in guests],
+            "families": [g["family"] for g in guests],
+            "refresh_hashes": [g["refresh_hash"] for g in guests],
+            "event_type": "user.anonymous_created",
+            "webhook_urls": self._urls,
+        }
+        if self._paid:
+            columns["challenges"] = [g["solved"].challenge for g in guests]
+            columns["expiries"] = [g["solved"].expires_at for g in guests]
+        rows = await fetch(self._pool, self._statement, columns)
+        by_id = {row["id"]: row for row in rows}
+        return [by_id.get(g["id"]) for g in guests]
+
+
+def new_guest(together: GuestInserts, solved: Solved | None = None) -> NewUser:
+    """A new anonymous account, to be inserted with its first session and its
+    ``user.anonymous_created`` event by ``app.sessions.store.start``, in the statement of its
+    group (``together``); paid for with ``solved`` when the challenge is on (else
+    ``challenge_failed`` if that solution was spent already)."""
     user_id = new_id()
-    params = event_params("user.anonymous_created", user_id, {"id": str(user_id)}, webhook_urls)
-    params.update(id=user_id, username=guest_username())
-    if solved is None:
-        return NewUser(user_id, _CREATE if webhook_urls else _CREATE_NO_HOOKS, params)
-    params.update(challenge=solved.challenge, challenge_expires=solved.expires_at)
-    statement = _CREATE_SPENDING if webhook_urls else _CREATE_SPENDING_NO_HOOKS
-    return NewUser(user_id, statement, params, refused="challenge_failed")
+    params = {"id": user_id, "username": guest_username(), "event_id": new_id(), "solved": solved}
+    refused = None if solved is None else "challenge_failed"
+    return NewUser(user_id, None, params, refused=refused, insert=together.insert)
 
 
 def validate_data(doc: Any, *, patch: bool, max_bytes: int) -> str:

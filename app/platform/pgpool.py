@@ -92,6 +92,12 @@ class HotPool:
         return await self.engine.raw_connection()
 
     async def fetchrow(self, sql: str, args: list[Any]) -> Any:
+        return await self._execute("fetchrow", sql, args)
+
+    async def fetch(self, sql: str, args: list[Any]) -> list[Any]:
+        return await self._execute("fetch", sql, args)  # type: ignore[no-any-return]
+
+    async def _execute(self, method: str, sql: str, args: list[Any]) -> Any:
         self.busy += 1
         try:
             fairy = await self._checkout()
@@ -99,9 +105,9 @@ class HotPool:
             assert conn is not None
             broken = True
             try:
-                row = await conn.fetchrow(sql, *args)
+                result = await getattr(conn, method)(sql, *args)
                 broken = False
-                return row
+                return result
             except asyncpg.PostgresError as exc:
                 # A statement that ran into its time limit (57014) or any other error PostgreSQL
                 # answered leaves a healthy connection, unless the server is going away.
@@ -130,6 +136,13 @@ async def fetchrow(db: Db, stmt: Statement, params: Mapping[str, Any]) -> Any:
     if isinstance(db, AsyncConnection):
         return (await db.execute(stmt.clause, params)).first()
     return await db.fetchrow(stmt.sql, stmt.args(params))
+
+
+async def fetch(db: Db, stmt: Statement, params: Mapping[str, Any]) -> list[Any]:
+    """Every row, as ``fetchrow`` gives one."""
+    if isinstance(db, AsyncConnection):
+        return list((await db.execute(stmt.clause, params)).all())
+    return await db.fetch(stmt.sql, stmt.args(params))
 
 
 def row_mapping(row: Any) -> Mapping[str, Any]:

@@ -11,6 +11,7 @@ in to another account leaves no orphan behind).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -30,15 +31,16 @@ from app.settings import Settings
 
 DAY = 86400
 
-# The session row of a user inserted by the same statement, in a CTE named ``u`` (a new guest:
-# ``app.lifecycle.anonymous``); binds :sid, :user_agent, :family and :refresh_hash.
-SESSION_OF_NEW_USER = """
+# The first sessions of users inserted by the same statement, one per row of a CTE ``u`` joined
+# to the guests' values in a CTE ``g`` (``app.lifecycle.anonymous.GuestInserts``): ``g`` has
+# ``id`` (the user's), ``sid``, ``user_agent``, ``family`` and ``refresh_hash``.
+SESSIONS_OF_NEW_USERS = """
 s AS (
     INSERT INTO sessions (id, user_id, created_at, last_used_at, user_agent, family_hash,
                           live_hashes)
-    SELECT :sid, u.id, now(), now(), :user_agent, :family, ARRAY[CAST(:refresh_hash AS bytea)]
-    FROM u
-    RETURNING created_at
+    SELECT g.sid, u.id, now(), now(), g.user_agent, g.family, ARRAY[g.refresh_hash]
+    FROM u JOIN g ON g.id = u.id
+    RETURNING user_id, created_at
 )"""
 
 _START = Statement(
@@ -105,13 +107,17 @@ class Pair:
 @dataclass(frozen=True, slots=True)
 class NewUser:
     """A statement that inserts the user in a CTE ``u``, its session with
-    ``SESSION_OF_NEW_USER``, and selects ``u.*`` with ``s.created_at AS session_created_at``."""
+    ``SESSIONS_OF_NEW_USERS``, and selects ``u.*`` with ``s.created_at AS session_created_at``;
+    or, with ``insert``, the function that runs such a statement for it (with other users).
+    ``params`` are the user's own; ``start`` adds the session's (``sid``, ``user_agent``,
+    ``family``, ``refresh_hash``)."""
 
     user_id: UUID
-    statement: Statement
+    statement: Statement | None
     params: dict[str, Any]
     # The error when the statement may insert nothing (a guest paid for with a spent challenge).
     refused: str | None = None
+    insert: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
 
 
 def remaining(
@@ -193,7 +199,12 @@ async def start(
         "refresh_hash": secret.token_hash,
     }
     if isinstance(user, NewUser):
-        row = await fetchrow(db, user.statement, {**user.params, **params})
+        params.update(user.params)
+        if user.insert is not None:
+            row = await user.insert(params)
+        else:
+            assert user.statement is not None
+            row = await fetchrow(db, user.statement, params)
         if row is None:
             assert user.refused is not None  # else an INSERT … RETURNING returns its row or raises
             raise AnonidError(user.refused)
