@@ -51,6 +51,7 @@ from app.services import Services
 from app.sessions.access import AccessTokens
 from app.sessions.cookies import CookieJar
 from app.sessions.keys import KeyRing, ensure_signing_key
+from app.sessions.refresh import Rotations
 from app.settings import Settings, load_settings
 
 log = logging.getLogger("anonid")
@@ -118,6 +119,7 @@ def create_app(
         )
         app.state.services = services
         services.extras["limiter"] = RateLimiter(settings)
+        services.extras["rotations"] = Rotations(pool)
         services.extras["guests"] = GuestInserts(
             pool, settings.webhook_url_list, paid=settings.anonymous_challenge == "altcha"
         )

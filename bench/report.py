@@ -262,7 +262,10 @@ def render(
     add(
         f"wrk (one thread, 32 connections, {mode.seconds} s per run, {mode.warmup} s unrecorded "
         f"warm-up per target) drives each target in turn, alternating A B A B for {mode.rounds} "
-        "rounds; the table gives the median of the rounds for each figure. GET and PATCH use a pool "
+        "rounds; the table gives the median of the rounds for each figure. Before each run (warm-up "
+        "included), outside its measurement, every system's database is vacuumed and analysed "
+        "(`VACUUM (ANALYZE)`), so no run pays for the dead rows of the one before it. GET and "
+        "PATCH use a pool "
         f"of {mode.pool} pre-created sessions, walked round robin (anonid and the yardstick: "
         f"session cookie; fastapi-users: `Authorization: Bearer`, {mode.fau_pool} registered users). "
         "PATCH sends a two-key merge patch. Latencies are wrk's, in milliseconds. *Server CPU "

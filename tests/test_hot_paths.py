@@ -279,3 +279,46 @@ async def test_guests_created_at_once_share_statements_and_each_gets_its_own_ses
         )
     assert all(per_user.get(user_id) == 1 for user_id in ids)
     assert events == 40
+
+
+async def test_refreshes_at_once_share_statements_and_each_rotates_its_own_session(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotations arriving together are written by shared statements (app.sessions.refresh
+    .Rotations); each request gets its own session back, and every new token is the live one."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=BASE_URL
+    ) as device:
+        guests = [
+            (await device.post("/v1/anonymous", headers={"X-Anonid-Token": "bearer"})).json()
+            for _ in range(30)
+        ]
+        counter = StatementCounter(app, monkeypatch)
+        try:
+            answers = await asyncio.gather(
+                *(
+                    device.post(
+                        "/v1/session/refresh",
+                        headers={"X-Anonid-Token": "bearer"},
+                        json={"refresh_token": g["refresh_token"]},
+                    )
+                    for g in guests
+                )
+            )
+            statements = counter.count
+        finally:
+            counter.close()
+        assert [a.status_code for a in answers] == [200] * 30
+        assert statements < 30
+        for guest, answer in zip(guests, answers, strict=True):
+            body = answer.json()
+            assert body["user"]["id"] == guest["user"]["id"]
+            claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+            before = jwt.decode(guest["access_token"], options={"verify_signature": False})
+            assert claims["sub"] == guest["user"]["id"] and claims["sid"] == before["sid"]
+            again = await device.post(
+                "/v1/session/refresh",
+                headers={"X-Anonid-Token": "bearer"},
+                json={"refresh_token": body["refresh_token"]},
+            )
+            assert again.status_code == 200 and again.json()["user"]["id"] == guest["user"]["id"]

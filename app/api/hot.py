@@ -169,7 +169,8 @@ async def _same_user(req: HotRequest, session: Session) -> Reply:
 
 async def create_anonymous(req: HotRequest, receive: Receive) -> Reply:
     """``POST /v1/anonymous``: the current session's user (200), else a new guest and its first
-    session (201), in one statement. With ``ANONID_ANONYMOUS_CHALLENGE=altcha`` the solution is
+    session (201), in one statement, which it shares with the other new guests of the moment
+    (``anonymous.GuestInserts``). With ``ANONID_ANONYMOUS_CHALLENGE=altcha`` the solution is
     verified before any statement and spent by that one statement; the ``before_user_created``
     hook is asked before it, ``custom_claims`` after it, with no connection held (CONTRACT §16).
     With both off, the cost is that of the statement alone."""

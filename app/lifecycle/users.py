@@ -14,7 +14,7 @@ from app.platform.pgpool import Db, Statement, fetchrow, row_mapping
 from app.sessions.alive import alive, lifetime_params
 from app.settings import Settings
 
-_FIELDS = (
+USER_FIELDS = (
     "id",
     "username",
     "email",
@@ -39,7 +39,7 @@ def user_columns(table: str | None = None) -> str:
         f"CASE WHEN {t}is_anonymous THEN ARRAY[]::text[] ELSE anonid_sign_in_methods("
         f"{t}id, {t}password_hash IS NOT NULL, {t}email IS NOT NULL) END AS methods"
     )
-    return ", ".join([*(t + f for f in _FIELDS), methods])
+    return ", ".join([*(t + f for f in USER_FIELDS), methods])
 
 
 USER_COLUMNS = user_columns()
