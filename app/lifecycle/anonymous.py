@@ -169,7 +169,7 @@ def new_guest(together: GuestInserts, solved: Solved | None = None) -> NewUser:
     user_id = new_id()
     params = {"id": user_id, "username": guest_username(), "event_id": new_id(), "solved": solved}
     refused = None if solved is None else "challenge_failed"
-    return NewUser(user_id, None, params, refused=refused, insert=together.insert)
+    return NewUser(user_id, params, together.insert, refused=refused)
 
 
 def validate_data(doc: Any, *, patch: bool, max_bytes: int) -> str:

@@ -53,7 +53,6 @@ class Coalescer(Generic[T, R]):
     async def _call(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
             results = await self._run([item for item, _ in batch])
-            assert len(results) == len(batch)
         except asyncio.CancelledError:  # the process is stopping
             for _, future in batch:
                 future.cancel()

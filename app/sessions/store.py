@@ -106,18 +106,17 @@ class Pair:
 
 @dataclass(frozen=True, slots=True)
 class NewUser:
-    """A statement that inserts the user in a CTE ``u``, its session with
-    ``SESSIONS_OF_NEW_USERS``, and selects ``u.*`` with ``s.created_at AS session_created_at``;
-    or, with ``insert``, the function that runs such a statement for it (with other users).
-    ``params`` are the user's own; ``start`` adds the session's (``sid``, ``user_agent``,
-    ``family``, ``refresh_hash``)."""
+    """A user to insert with its first session: ``insert(params)`` runs a statement that inserts
+    the user in a CTE ``u``, its session with ``SESSIONS_OF_NEW_USERS``, and returns ``u.*`` with
+    ``s.created_at AS session_created_at`` (``None``: nothing inserted). ``params`` are the
+    user's own; ``start`` adds the session's (``sid``, ``user_agent``, ``family``,
+    ``refresh_hash``)."""
 
     user_id: UUID
-    statement: Statement | None
     params: dict[str, Any]
+    insert: Callable[[dict[str, Any]], Awaitable[Any]]
     # The error when the statement may insert nothing (a guest paid for with a spent challenge).
     refused: str | None = None
-    insert: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
 
 
 def remaining(
@@ -200,11 +199,7 @@ async def start(
     }
     if isinstance(user, NewUser):
         params.update(user.params)
-        if user.insert is not None:
-            row = await user.insert(params)
-        else:
-            assert user.statement is not None
-            row = await fetchrow(db, user.statement, params)
+        row = await user.insert(params)
         if row is None:
             assert user.refused is not None  # else an INSERT … RETURNING returns its row or raises
             raise AnonidError(user.refused)
